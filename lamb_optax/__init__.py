@@ -1,3 +1,25 @@
-"""lamb_optax: LAMB as composable Optax transforms, and a Flax BERT pretraining stack."""
+"""lamb_optax: LAMB (You et al., 2019) as composable Optax transforms.
+
+The optimizer package imports only jax, optax, chex and numpy; the BERT model, data pipeline and
+trainer live in ``lamb_optax.models``, ``lamb_optax.data`` and ``lamb_optax.train``.
+"""
+
+from lamb_optax.aliases import lamb
+from lamb_optax.masks import default_weight_decay_mask
+from lamb_optax.masks import path_mask
+from lamb_optax.transforms import ScaleByTrustRatioState
+from lamb_optax.transforms import scale_by_adam
+from lamb_optax.transforms import scale_by_trust_ratio
+from lamb_optax.transforms import trust_ratios
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "ScaleByTrustRatioState",
+    "default_weight_decay_mask",
+    "lamb",
+    "path_mask",
+    "scale_by_adam",
+    "scale_by_trust_ratio",
+    "trust_ratios",
+]

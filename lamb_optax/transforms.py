@@ -1,0 +1,280 @@
+"""The transforms optax lacks for LAMB: a layer-wise trust ratio, and Adam without bias correction.
+
+Reference: Y. You et al., "Large Batch Optimization for Deep Learning: Training BERT in 76
+Minutes", ICLR 2020 (arXiv:1904.00962), Algorithms 1 (LARS) and 2 (LAMB).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple, Optional
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from lamb_optax import masks
+
+PyTree = Any
+Bounds = Optional[tuple[float, float]]
+
+
+class ScaleByTrustRatioState(NamedTuple):
+  """The trust ratios applied by the last update, for logging.
+
+  ``ratios`` mirrors the params: for an adapted leaf, a float32 array of shape
+  ``leaf.shape[:stacked_axes]`` (a scalar for an ordinary leaf, one ratio per layer for a stacked
+  one); ``None`` for a leaf outside the trust-ratio mask. Before the first update they are 1.
+  """
+
+  ratios: PyTree
+
+
+def check_bounds(bounds: Bounds, argname: str) -> None:
+  """Raises a ValueError naming ``argname`` unless ``bounds`` is None or 0 <= lo <= hi."""
+  if bounds is None:
+    return
+  try:
+    lo, hi = (float(b) for b in bounds)
+  except (TypeError, ValueError):
+    raise TypeError(f"`{argname}` must be a pair (lo, hi) of numbers or None, got {bounds!r}.")
+  if math.isnan(lo) or math.isnan(hi) or lo < 0 or lo > hi:
+    raise ValueError(
+        f"`{argname}` must satisfy 0 <= lo <= hi (use math.inf for no upper bound), "
+        f"got {bounds!r}."
+    )
+
+
+def check_nonnegative(value: Any, argname: str) -> None:
+  """Raises a ValueError naming ``argname`` unless ``value`` is a finite number >= 0."""
+  if callable(value):
+    return
+  try:
+    value = float(value)
+  except (TypeError, ValueError):
+    raise TypeError(f"`{argname}` must be a number, got {value!r}.") from None
+  if not math.isfinite(value) or value < 0:
+    raise ValueError(f"`{argname}` must be finite and >= 0, got {value!r}.")
+
+
+def check_decay_rate(value: Any, argname: str) -> None:
+  """Raises a ValueError naming ``argname`` unless ``value`` lies in [0, 1)."""
+  check_nonnegative(value, argname)
+  if float(value) >= 1:
+    raise ValueError(f"`{argname}` must lie in [0, 1), got {value!r}.")
+
+
+def layer_norms(x: jax.Array, stacked_axes: int) -> jax.Array:
+  """L2 norm of ``x`` per layer slice (over all but the first ``stacked_axes`` axes), in float32.
+
+  >>> layer_norms(jnp.array([[3.0, 4.0], [0.0, 1.0]]), stacked_axes=1)
+  Array([5., 1.], dtype=float32)
+  """
+  x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  return jnp.sqrt(jnp.sum(jnp.square(x), axis=tuple(range(stacked_axes, x.ndim))))
+
+
+def trust_ratio(
+    param_norm: jax.Array,
+    update_norm: jax.Array,
+    *,
+    min_norm: float = 0.0,
+    trust_coefficient: float = 1.0,
+    eps: float = 0.0,
+    weight_norm_bounds: Bounds = None,
+    trust_ratio_bounds: Bounds = None,
+) -> jax.Array:
+  """``trust_coefficient · φ(‖x‖) / (‖u‖ + eps)``, 1 where a norm is zero, then clamped.
+
+  φ clips the weight norm to ``weight_norm_bounds`` (the paper's γ_l, γ_u); ``min_norm`` floors
+  both norms first (optax's semantics). A zero norm (after ``min_norm``) gives ratio 1: a zero
+  weight has no scale to trust and a zero update needs no scaling. ``trust_ratio_bounds`` clamps
+  the final ratio (DeepSpeed, timm).
+
+  >>> trust_ratio(jnp.array([2.0, 0.0]), jnp.array([4.0, 1.0]))
+  Array([0.5, 1. ], dtype=float32)
+  """
+  param_norm = jnp.maximum(param_norm, min_norm)
+  update_norm = jnp.maximum(update_norm, min_norm)
+  phi = param_norm if weight_norm_bounds is None else jnp.clip(param_norm, *weight_norm_bounds)
+  ratio = trust_coefficient * phi / (update_norm + eps)
+  ratio = jnp.where((param_norm == 0) | (update_norm == 0), 1.0, ratio)
+  if trust_ratio_bounds is not None:
+    ratio = jnp.clip(ratio, *trust_ratio_bounds)
+  return ratio
+
+
+def _broadcast_to_leaf(ratio: jax.Array, leaf: jax.Array) -> jax.Array:
+  return ratio.reshape(ratio.shape + (1,) * (leaf.ndim - ratio.ndim))
+
+
+def scale_by_trust_ratio(
+    min_norm: float = 0.0,
+    trust_coefficient: float = 1.0,
+    eps: float = 0.0,
+    *,
+    mask: masks.MaskSpec = None,
+    weight_norm_bounds: Bounds = None,
+    trust_ratio_bounds: Bounds = None,
+    stacked_axes: masks.StackedAxesSpec = None,
+) -> optax.GradientTransformation:
+  """Scales each layer's update by its trust ratio ``φ(‖x‖) / ‖u‖`` (LARS/LAMB layer adaptation).
+
+  A superset of ``optax.scale_by_trust_ratio`` (same ``min_norm``, ``trust_coefficient``,
+  ``eps`` and zero-norm rule), adding:
+
+  * ``mask``: leaves to adapt (bool pytree, callable ``params -> bool pytree``, or None for all);
+    the others pass through unscaled (ratio 1).
+  * ``weight_norm_bounds=(lo, hi)``: the paper's φ, clipping ‖x‖ before the ratio.
+  * ``trust_ratio_bounds=(lo, hi)``: a clamp of the ratio itself (DeepSpeed, timm).
+  * ``stacked_axes``: per leaf, how many leading axes index independent layers (Flax ``scan``
+    over layers). Norms and ratios are then per layer slice, so a stacked model is updated
+    exactly like the same model with separate per-layer tensors.
+
+  The state keeps the last ratios; read them with :func:`trust_ratios`.
+
+  Args:
+    min_norm: floor applied to both norms.
+    trust_coefficient: multiplier of the ratio (LARS's η).
+    eps: added to the update norm in the denominator.
+    mask: which leaves get layer adaptation.
+    weight_norm_bounds: (γ_l, γ_u) for the paper's φ, or None for φ(z) = z.
+    trust_ratio_bounds: (lo, hi) clamp of the ratio, or None.
+    stacked_axes: int pytree (or callable, or a single int) of leading layer axes per leaf.
+
+  Returns:
+    An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> tx = scale_by_trust_ratio(stacked_axes={"w": 1})
+    >>> params = {"w": jnp.array([[3.0, 4.0], [0.0, 2.0]])}
+    >>> updates, state = tx.update({"w": jnp.ones((2, 2))}, tx.init(params), params)
+    >>> updates["w"]  # layer 0: ‖x‖=5, ‖u‖=√2; layer 1: ‖x‖=2, ‖u‖=√2
+    Array([[3.535534 , 3.535534 ],
+           [1.4142135, 1.4142135]], dtype=float32)
+    >>> trust_ratios(state)
+    {'w': Array([3.535534 , 1.4142135], dtype=float32)}
+  """
+  check_nonnegative(min_norm, "min_norm")
+  check_nonnegative(trust_coefficient, "trust_coefficient")
+  check_nonnegative(eps, "eps")
+  check_bounds(weight_norm_bounds, "weight_norm_bounds")
+  check_bounds(trust_ratio_bounds, "trust_ratio_bounds")
+  ratio_kwargs = dict(
+      min_norm=min_norm,
+      trust_coefficient=trust_coefficient,
+      eps=eps,
+      weight_norm_bounds=weight_norm_bounds,
+      trust_ratio_bounds=trust_ratio_bounds,
+  )
+
+  def resolve(params):
+    adapted = masks.resolve_mask(mask, params, "trust_ratio_mask")
+    axes = masks.resolve_stacked_axes(stacked_axes, params)
+    return adapted, axes
+
+  def init_fn(params):
+    adapted, axes = resolve(params)
+    ratios = jax.tree.map(
+        lambda p, a, k: jnp.ones(jnp.shape(p)[:k], jnp.float32) if a else None,
+        params, adapted, axes,
+    )
+    return ScaleByTrustRatioState(ratios=ratios)
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError(optax.NO_PARAMS_MSG)
+    adapted, axes = resolve(params)
+
+    def scale(u, p, a, k):
+      if not a:
+        return u, None
+      ratio = trust_ratio(layer_norms(p, k), layer_norms(u, k), **ratio_kwargs)
+      return (u * _broadcast_to_leaf(ratio, u).astype(u.dtype)), ratio
+
+    scaled = jax.tree.map(scale, updates, params, adapted, axes)
+    is_pair = lambda x: isinstance(x, tuple)
+    new_updates = jax.tree.map(lambda pair: pair[0], scaled, is_leaf=is_pair)
+    ratios = jax.tree.map(lambda pair: pair[1], scaled, is_leaf=is_pair)
+    return new_updates, ScaleByTrustRatioState(ratios=ratios)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def scale_by_adam(
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-6,
+    eps_root: float = 0.0,
+    *,
+    bias_correction: bool = True,
+    mu_dtype: Optional[chex.ArrayDType] = None,
+) -> optax.GradientTransformation:
+  """``optax.scale_by_adam``, with a switch to turn bias correction off.
+
+  With ``bias_correction=True`` this *is* ``optax.scale_by_adam``. Without it the update is
+  ``m_t / (sqrt(v_t + eps_root) + eps)`` from the raw moments, as NVIDIA's and GluonNLP's LAMB
+  allow. The state is ``optax.ScaleByAdamState`` either way, so checkpoints and tools that read
+  ``count``/``mu``/``nu`` work with both.
+
+  >>> import jax.numpy as jnp
+  >>> tx = scale_by_adam(bias_correction=False)
+  >>> updates, _ = tx.update(jnp.array([2.0]), tx.init(jnp.array([0.0])))
+  >>> updates  # 0.1·2 / (sqrt(0.001·4) + 1e-6)
+  Array([3.1622276], dtype=float32)
+  """
+  if bias_correction:
+    return optax.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype)
+  adam = optax.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype)
+
+  def update_fn(updates, state, params=None):
+    del params
+    mu = optax.tree.update_moment(updates, state.mu, b1, 1)
+    nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
+    updates = jax.tree.map(lambda m, v: m / (jnp.sqrt(v + eps_root) + eps), mu, nu)
+    return updates, optax.ScaleByAdamState(
+        count=optax.safe_increment(state.count),
+        mu=optax.tree.cast(mu, mu_dtype),
+        nu=nu,
+    )
+
+  return optax.GradientTransformation(adam.init, update_fn)
+
+
+def _find_trust_ratio_states(opt_state: PyTree) -> list[ScaleByTrustRatioState]:
+  is_state = lambda x: isinstance(x, ScaleByTrustRatioState)
+  return [s for s in jax.tree.leaves(opt_state, is_leaf=is_state) if is_state(s)]
+
+
+def trust_ratios(opt_state: PyTree) -> dict[str, jax.Array]:
+  """The trust ratios of the last update, as a flat dict keyed by '/'-joined parameter path.
+
+  Finds the :class:`ScaleByTrustRatioState` anywhere in ``opt_state`` (inside chains,
+  ``optax.MultiSteps``, ``optax.apply_if_finite``...). Leaves outside the trust-ratio mask are
+  absent; stacked leaves give one ratio per layer.
+
+  >>> import jax.numpy as jnp, lamb_optax
+  >>> tx = lamb_optax.lamb(1e-3)
+  >>> params = {"dense": {"kernel": jnp.ones((2, 2)), "bias": jnp.zeros(2)}}
+  >>> sorted(trust_ratios(tx.init(params)))
+  ['dense/kernel']
+  """
+  found = _find_trust_ratio_states(opt_state)
+  if len(found) != 1:
+    raise ValueError(
+        f"Expected exactly one ScaleByTrustRatioState in the optimizer state, found "
+        f"{len(found)}. Pass the state of an optimizer built with lamb_optax's trust ratio."
+    )
+  leaves, _ = jax.tree_util.tree_flatten_with_path(found[0].ratios)
+  return {masks.path_to_str(path): ratio for path, ratio in leaves}
+
+
+def as_schedule(learning_rate: float | optax.Schedule) -> Callable[[Any], Any]:
+  """Validates a learning rate (float or schedule) and returns it as a schedule."""
+  if callable(learning_rate):
+    return learning_rate
+  check_nonnegative(learning_rate, "learning_rate")
+  return lambda _: learning_rate
