@@ -1,0 +1,133 @@
+"""The train step: one ``jax.jit`` over the mesh, gradient accumulation by ``lax.scan``.
+
+A global batch of any size runs on any number of devices: the step splits it into
+``num_micro_batches`` micro-batches (each spread over all data-parallel devices), scans over them
+accumulating float32 gradients, and applies the optimizer once. Memory is set by the micro-batch;
+the only full-size extra buffer is the float32 gradient accumulator (no ``optax.MultiSteps``
+copy of the optimizer state, no host-side loop).
+
+Exactness across layouts: the objective is a *sum* of per-example terms divided by global
+normalisers computed from the whole batch before the scan (e.g. the total masked-LM weight).
+So 1 device × 4 micro-batches, 4 devices × 1 and 2 hosts × 2 devices compute the same loss and
+gradient up to float summation order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+PyTree = Any
+Batch = Mapping[str, jax.Array]
+# objective(params, micro_batch, rng, normalizers) -> (loss contribution, {metric: sum})
+Objective = Callable[[PyTree, Batch, jax.Array, Mapping[str, jax.Array]],
+                     tuple[jax.Array, dict[str, jax.Array]]]
+
+
+class TrainState(NamedTuple):
+  """Everything a step changes; checkpointed as one pytree."""
+
+  step: jax.Array  # int32 scalar: optimizer updates applied (skipped non-finite ones included)
+  params: PyTree
+  opt_state: PyTree
+  rng: jax.Array  # uint32 key data; dropout keys are folded from it and the step
+  nonfinite_in_a_row: jax.Array  # int32: consecutive skipped updates
+
+
+def create_train_state(params: PyTree, tx: optax.GradientTransformation, seed: int) -> TrainState:
+  return TrainState(
+      step=jnp.zeros([], jnp.int32),
+      params=params,
+      opt_state=tx.init(params),
+      rng=jax.random.key_data(jax.random.key(seed)),
+      nonfinite_in_a_row=jnp.zeros([], jnp.int32),
+  )
+
+
+def split_micro_batches(batch: Batch, num_micro_batches: int) -> Batch:
+  """[G, ...] -> [M, G/M, ...] so that every micro-batch takes rows from every device.
+
+  Row ``k·M + i`` goes to micro-batch ``i``. With the batch sharded over devices along axis 0,
+  each device's rows stay on that device (no communication), and every micro-batch is spread
+  over all data-parallel devices.
+  """
+
+  def split(x):
+    x = x.reshape(x.shape[0] // num_micro_batches, num_micro_batches, *x.shape[1:])
+    return jnp.swapaxes(x, 0, 1)
+
+  return jax.tree.map(split, batch)
+
+
+def _tree_add(a: PyTree, b: PyTree) -> PyTree:
+  return jax.tree.map(jnp.add, a, b)
+
+
+def make_train_step(
+    objective: Objective,
+    normalizers_fn: Callable[[Batch], Mapping[str, jax.Array]],
+    tx: optax.GradientTransformation,
+    num_micro_batches: int,
+    *,
+    micro_batch_constraint: Callable[[Batch], Batch] = lambda b: b,
+) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
+  """Returns ``train_step(state, global_batch) -> (state, metrics)`` (not yet jitted).
+
+  Non-finite loss or gradients skip the update (params and optimizer state unchanged) and
+  increment ``state.nonfinite_in_a_row``, which the loop turns into a clear error after N.
+
+  Args:
+    objective: per micro-batch loss contribution and metric sums (see module docstring).
+    normalizers_fn: global normalisers from the whole batch (e.g. total masked-LM weight).
+    tx: the optimizer.
+    num_micro_batches: gradient-accumulation steps per update.
+    micro_batch_constraint: applied to each micro-batch inside the scan, typically a
+      ``with_sharding_constraint`` that keeps it sharded over the data axes.
+  """
+
+  def train_step(state: TrainState, batch: Batch):
+    normalizers = normalizers_fn(batch)
+    micro_batches = split_micro_batches(batch, num_micro_batches)
+    step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    grad_fn = jax.value_and_grad(objective, has_aux=True)
+
+    def accumulate(carry, inputs):
+      grads_acc, loss_acc, sums_acc = carry
+      index, micro_batch = inputs
+      micro_batch = micro_batch_constraint(micro_batch)
+      (loss, sums), grads = grad_fn(state.params, micro_batch, jax.random.fold_in(step_key, index),
+                                    normalizers)
+      grads = jax.tree.map(lambda g: g.astype(jnp.float32), grads)
+      return (_tree_add(grads_acc, grads), loss_acc + loss, _tree_add(sums_acc, sums)), None
+
+    zero_grads = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
+    first = jax.tree.map(lambda x: x[0], micro_batches)
+    zero_sums = jax.tree.map(
+        lambda s: jnp.zeros(s.shape, s.dtype),
+        jax.eval_shape(lambda: objective(state.params, first, step_key, normalizers)[1]))
+    (grads, loss, sums), _ = jax.lax.scan(
+        accumulate, (zero_grads, jnp.zeros([], jnp.float32), zero_sums),
+        (jnp.arange(num_micro_batches), micro_batches))
+
+    grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, state.params)
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
+    new_params = optax.apply_updates(state.params, updates)
+    keep_new = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    new_state = state._replace(
+        step=state.step + 1,
+        params=keep_new(new_params, state.params),
+        opt_state=keep_new(new_opt_state, state.opt_state),
+        nonfinite_in_a_row=jnp.where(finite, 0, state.nonfinite_in_a_row + 1),
+    )
+    metrics = {"loss": loss, "grad_norm": grad_norm, "update_skipped": 1 - finite.astype(jnp.int32),
+               **sums}
+    return new_state, metrics
+
+  return train_step
+

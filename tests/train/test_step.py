@@ -1,0 +1,102 @@
+"""The train step: accumulation and data parallelism give the same update; non-finite skips."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import lamb_optax
+from lamb_optax.train import step as step_lib
+
+P = jax.sharding.PartitionSpec
+
+
+def objective(params, batch, rng, normalizers):
+  """Weighted squared error: a sum over examples divided by the global weight (see step.py)."""
+  del rng
+  pred = jnp.tanh(batch["x"] @ params["dense"]["kernel"] + params["dense"]["bias"])
+  per_example = batch["w"] * jnp.sum((pred - batch["y"]) ** 2, axis=-1)
+  loss = jnp.sum(per_example) / normalizers["weight"]
+  return loss, {"weight": jnp.sum(batch["w"]), "examples": jnp.asarray(batch["w"].shape[0], jnp.float32)}
+
+
+def normalizers(batch):
+  return {"weight": jnp.sum(batch["w"])}
+
+
+def make_problem(batch_size=32):
+  rng = np.random.default_rng(0)
+  params = {"dense": {"kernel": jnp.asarray(rng.normal(size=(5, 3)), jnp.float32),
+                      "bias": jnp.zeros(3, jnp.float32)}}
+  batches = [{"x": jnp.asarray(rng.normal(size=(batch_size, 5)), jnp.float32),
+              "y": jnp.asarray(rng.normal(size=(batch_size, 3)), jnp.float32),
+              "w": jnp.asarray(rng.integers(0, 3, size=batch_size), jnp.float32)} for _ in range(3)]
+  return params, batches
+
+
+def run(params, batches, num_micro_batches, num_devices):
+  tx = lamb_optax.lamb(0.05)
+  mesh = jax.make_mesh((num_devices,), ("data",), devices=jax.devices()[:num_devices],
+                       axis_types=(jax.sharding.AxisType.Auto,))
+  data = jax.sharding.NamedSharding(mesh, P("data"))
+  constraint = lambda b: jax.lax.with_sharding_constraint(b, data)
+  train_step = jax.jit(step_lib.make_train_step(objective, normalizers, tx, num_micro_batches,
+                                                micro_batch_constraint=constraint))
+  state = step_lib.create_train_state(params, tx, seed=0)
+  state = jax.device_put(state, jax.sharding.NamedSharding(mesh, P()))
+  losses = []
+  for batch in batches:
+    state, metrics = train_step(state, jax.device_put(batch, data))
+    losses.append(float(metrics["loss"]))
+    assert float(metrics["weight"]) == float(jnp.sum(batch["w"]))
+    assert float(metrics["examples"]) == batch["w"].shape[0]
+  return losses, state
+
+
+def full_batch_reference(params, batches):
+  """Plain full-batch gradient steps with the same optimizer, no accumulation, no mesh."""
+  tx = lamb_optax.lamb(0.05)
+  opt_state = tx.init(params)
+  losses = []
+  for batch in batches:
+    loss_fn = lambda p: objective(p, batch, None, normalizers(batch))[0]
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    losses.append(float(loss))
+  return losses, params
+
+
+@pytest.mark.parametrize("num_micro_batches, num_devices", [(1, 1), (4, 1), (1, 4), (2, 8), (4, 8)])
+def test_accumulation_and_data_parallelism_match_one_full_batch_step(num_micro_batches, num_devices):
+  params, batches = make_problem()
+  expected_losses, expected_params = full_batch_reference(params, batches)
+  losses, state = run(params, batches, num_micro_batches, num_devices)
+  np.testing.assert_allclose(losses, expected_losses, rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               state.params, expected_params)
+  assert int(state.step) == len(batches)
+
+
+def test_micro_batches_take_rows_from_every_device():
+  batch = {"x": jnp.arange(16)}
+  micro = step_lib.split_micro_batches(batch, 4)["x"]
+  assert micro.shape == (4, 4)
+  # Rows of device d (4 devices, 4 rows each) are d*4 .. d*4+3: each micro-batch holds one of them.
+  for i in range(4):
+    assert sorted(np.asarray(micro[i]) // 4) == [0, 1, 2, 3]
+
+
+def test_nonfinite_step_is_skipped_and_counted():
+  params, batches = make_problem()
+  tx = lamb_optax.lamb(0.05)
+  train_step = jax.jit(step_lib.make_train_step(objective, normalizers, tx, 2))
+  state = step_lib.create_train_state(params, tx, seed=0)
+  bad = dict(batches[0], x=batches[0]["x"].at[3, 1].set(jnp.nan))
+  new_state, metrics = train_step(state, bad)
+  assert int(metrics["update_skipped"]) == 1 and int(new_state.nonfinite_in_a_row) == 1
+  jax.tree.map(np.testing.assert_array_equal, new_state.params, state.params)
+  jax.tree.map(np.testing.assert_array_equal, new_state.opt_state, state.opt_state)
+  new_state, metrics = train_step(new_state, batches[0])
+  assert int(metrics["update_skipped"]) == 0 and int(new_state.nonfinite_in_a_row) == 0
