@@ -4,7 +4,15 @@ The optimizer package imports only jax, optax, chex and numpy; the BERT model, d
 trainer live in ``lamb_optax.models``, ``lamb_optax.data`` and ``lamb_optax.train``.
 """
 
+from lamb_optax import schedules
 from lamb_optax.aliases import lamb
+from lamb_optax.diagnostics import trust_ratio_summary
+from lamb_optax.family import adamw_baseline
+from lamb_optax.family import lars
+from lamb_optax.family import nlamb
+from lamb_optax.family import nnlamb
+from lamb_optax.family import nvlamb
+from lamb_optax.momentum import scale_by_nesterov_adam
 from lamb_optax.masks import default_weight_decay_mask
 from lamb_optax.masks import path_mask
 from lamb_optax.transforms import ScaleByTrustRatioState
@@ -16,10 +24,18 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ScaleByTrustRatioState",
+    "adamw_baseline",
+    "lars",
+    "nlamb",
+    "nnlamb",
+    "nvlamb",
+    "scale_by_nesterov_adam",
     "default_weight_decay_mask",
     "lamb",
     "path_mask",
     "scale_by_adam",
     "scale_by_trust_ratio",
+    "schedules",
+    "trust_ratio_summary",
     "trust_ratios",
 ]

@@ -1,0 +1,54 @@
+"""Builds an optimizer and its schedule from a config (the schema of ``configs/``).
+
+Reads ``optimizer.name``, ``optimizer.kwargs``, ``learning_rate``, ``warmup_steps``,
+``num_train_steps``, ``decay_power`` and ``end_learning_rate``. Imports only optax and
+ml_collections besides the optimizer package, so recipes can be checked without the trainer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import ml_collections
+import optax
+
+from lamb_optax import aliases
+from lamb_optax import family
+from lamb_optax import schedules
+
+OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
+    "lamb": aliases.lamb,
+    "lars": family.lars,
+    "nvlamb": family.nvlamb,
+    "nlamb": family.nlamb,
+    "nnlamb": family.nnlamb,
+    "adamw": family.adamw_baseline,
+}
+
+
+def schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+  """:func:`lamb_optax.schedules.warmup_polynomial_decay` with the config's numbers."""
+  return schedules.warmup_polynomial_decay(
+      config.learning_rate, config.num_train_steps, config.warmup_steps,
+      power=config.decay_power, end_value=config.end_learning_rate)
+
+
+def build_optimizer(
+    config: ml_collections.ConfigDict, stacked_axes: Any = None
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """Returns ``(optimizer, schedule)`` for ``config``; raises ValueError on a bad recipe.
+
+  >>> import ml_collections
+  >>> config = ml_collections.ConfigDict(dict(
+  ...     optimizer=dict(name="lamb", kwargs=dict(weight_decay=0.01)), learning_rate=5e-3,
+  ...     warmup_steps=10, num_train_steps=50, decay_power=1.0, end_learning_rate=0.0))
+  >>> tx, lr = build_optimizer(config)
+  >>> round(float(lr(5)), 6)
+  0.0025
+  """
+  name = config.optimizer.name
+  if name not in OPTIMIZERS:
+    raise ValueError(f"Unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}.")
+  lr = schedule(config)
+  kwargs = dict(config.optimizer.kwargs)
+  return OPTIMIZERS[name](lr, stacked_axes=stacked_axes, **kwargs), lr

@@ -1,0 +1,118 @@
+"""The trainer's config schema, and the checks that run before anything is compiled.
+
+Every config in ``configs/`` starts from :func:`default_config` and changes values; the result is
+locked, so a misspelt key (in the file or in a ``--config.x=y`` override) is an error naming the
+key instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import ml_collections
+
+OPTIMIZERS = ("lamb", "lars", "nvlamb", "adamw")
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """All keys the trainer reads, with the tiny embedded-corpus defaults."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  # Model: a preset name plus BertConfig field overrides.
+  c.model = ml_collections.ConfigDict(dict(
+      preset="tiny", overrides=ml_collections.ConfigDict(), dtype="float32", remat="none"))
+  # Optimizer: a name from OPTIMIZERS and its keyword arguments (learning rate is separate).
+  c.optimizer = ml_collections.ConfigDict(dict(name="lamb", kwargs=ml_collections.ConfigDict(
+      dict(weight_decay=0.01))))
+  # Learning rate: linear warmup, then polynomial decay to `end_learning_rate` at the last step.
+  c.learning_rate = 1e-3
+  c.warmup_steps = 100
+  c.decay_power = 1.0
+  c.end_learning_rate = 0.0
+  c.global_batch_size = 128
+  c.micro_batch_size = 16  # per data-parallel device
+  c.num_train_steps = 1000
+  c.log_every_steps = 20
+  c.eval_every_steps = 200
+  c.eval_batches = 4
+  c.checkpoint_every_steps = 200
+  c.keep_checkpoints = 3
+  c.max_nonfinite_steps = 10  # stop after this many skipped updates in a row
+  c.data = ml_collections.ConfigDict(dict(
+      source="embedded",  # "embedded" (the Python-docs corpus) or a dataset directory / TFDS name
+      train_split="train",
+      eval_split="validation",
+      seq_length=128,
+      max_predictions=20,
+      dynamic_masking=True,
+      worker_count=0,
+      data_dir="",  # where the embedded corpus is built/cached; default: <workdir>/data
+  ))
+  # Mesh axis sizes; -1 fills with the remaining devices.
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  return c
+
+
+def lock(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Checks ``config`` has exactly the schema's keys, then locks it against new ones."""
+  unknown = sorted(_flat_keys(config) - _flat_keys(default_config(), allow_open=("model.overrides",
+                                                                                 "optimizer.kwargs")))
+  unknown = [k for k in unknown if not k.startswith(("model.overrides.", "optimizer.kwargs."))]
+  if unknown:
+    raise ValueError(f"Unknown config keys {unknown}; the trainer reads the keys of "
+                     "lamb_optax.train.config.default_config(). Check the spelling.")
+  config.lock()
+  return config
+
+
+def _flat_keys(config, prefix="", allow_open=()) -> set[str]:
+  keys = set()
+  for key, value in config.items():
+    name = prefix + key
+    keys.add(name)
+    if isinstance(value, ml_collections.ConfigDict) and name not in allow_open:
+      keys |= _flat_keys(value, name + ".", allow_open)
+  return keys
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchPlan:
+  """How a global batch maps onto processes, devices and micro-batches."""
+
+  global_batch_size: int
+  per_process_batch_size: int
+  data_parallel_devices: int
+  micro_batch_size: int  # per device
+  num_micro_batches: int
+
+
+def plan_batches(config: ml_collections.ConfigDict, data_parallel_devices: int,
+                 process_count: int) -> BatchPlan:
+  """Validates the batch sizes against the mesh; raises a ValueError that says what to change."""
+  g, b, d = config.global_batch_size, config.micro_batch_size, data_parallel_devices
+  if g < 1 or b < 1:
+    raise ValueError(f"global_batch_size ({g}) and micro_batch_size ({b}) must be positive.")
+  if g % (d * b):
+    good = [m for m in range(1, b + 1) if g % (d * m) == 0]
+    hint = f"micro_batch_size={max(good)}" if good else f"a global batch that is a multiple of {d}"
+    raise ValueError(
+        f"global_batch_size {g} is not divisible by (data-parallel devices {d} × micro_batch_size "
+        f"{b} = {d * b}). Use {hint}, or a global batch that is a multiple of {d * b}.")
+  if g % process_count:
+    raise ValueError(f"global_batch_size {g} is not divisible by the {process_count} processes.")
+  return BatchPlan(g, g // process_count, d, b, g // (d * b))
+
+
+def check_schedule(config: ml_collections.ConfigDict) -> None:
+  if config.num_train_steps < 1:
+    raise ValueError(f"num_train_steps must be >= 1, got {config.num_train_steps}.")
+  if not 0 <= config.warmup_steps <= config.num_train_steps:
+    raise ValueError(f"warmup_steps ({config.warmup_steps}) must lie in [0, num_train_steps "
+                     f"= {config.num_train_steps}]: the warmup cannot be longer than the run.")
+  if not config.decay_power > 0:
+    raise ValueError(f"decay_power must be > 0, got {config.decay_power}.")
+  if not (math.isfinite(config.learning_rate) and config.learning_rate >= 0):
+    raise ValueError(f"learning_rate must be finite and >= 0, got {config.learning_rate}.")
+  if config.optimizer.name not in OPTIMIZERS:
+    raise ValueError(f"Unknown optimizer {config.optimizer.name!r}; choose one of {OPTIMIZERS}.")

@@ -1,0 +1,262 @@
+"""Logical axis names -> mesh axes: the one place that decides how arrays are sharded.
+
+Models name the axes of their parameters and activations logically (``batch``, ``length``,
+``embed``, ``heads``, ``kv``, ``mlp``, ``vocab``, ``layers``); this module maps those names onto
+the axes of a device mesh by an ordered list of *rules*, MaxText-style. The mesh has up to three
+axes:
+
+* ``data``   -- data parallelism: the batch is split, parameters are replicated;
+* ``fsdp``   -- fully-sharded data parallelism: the batch *and* the parameters' ``embed`` axis
+  are split (XLA all-gathers weights just before use);
+* ``tensor`` -- tensor (model) parallelism: attention heads, the MLP's hidden units and the
+  vocabulary are split.
+
+The rules are fixed; the *mesh shape* picks the strategy, so switching data-parallel / FSDP /
+tensor-parallel is a config change (``{"data": 8}``, ``{"fsdp": 8}``, ``{"data": 4, "tensor": 2}``).
+
+Resolution follows Flax Linen's ``logical_to_mesh_axes``: for each logical axis the first rule
+whose mesh axes are not yet used by an earlier dimension of the same array wins (mesh axes the
+mesh lacks are dropped, and a rule left with none is skipped); otherwise the dimension is
+replicated. That lets activations ``(batch, length, embed)`` and
+parameters ``(embed, mlp)`` share the name ``embed``: in an activation ``fsdp`` is already taken by
+``batch``, so ``embed`` stays whole there.
+
+Activations are constrained with :func:`constrain`, which is a no-op unless a mesh is active
+(``jax.set_mesh(mesh)``): the same model code runs unsharded in tests and notebooks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Union
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+MeshAxes = Union[None, str, tuple[str, ...]]
+Rules = Sequence[tuple[str, MeshAxes]]
+LogicalAxes = Sequence[Union[str, None]]
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# Order matters only between rules for the same logical name (earlier = preferred).
+DEFAULT_RULES: Rules = (
+    ("batch", ("data", "fsdp")),
+    ("vocab", "tensor"),
+    ("heads", "tensor"),
+    ("mlp", "tensor"),
+    ("embed", "fsdp"),
+    ("kv", None),
+    ("length", None),
+    ("layers", None),
+)
+
+# The metadata key under which models store each parameter's logical axes (one name or None per
+# dimension). Flax's own `out_sharding` key is avoided on purpose: NNX shards such variables
+# eagerly at creation and fails when no mesh is active, and it resolves names by plain lookup.
+LOGICAL_AXES_KEY = "logical_axes"
+
+_rules_var: contextvars.ContextVar[Rules] = contextvars.ContextVar(
+    "lamb_optax_axis_rules", default=DEFAULT_RULES
+)
+
+
+def make_mesh(
+    axis_sizes: Mapping[str, int], devices: Sequence[jax.Device] | None = None
+) -> Mesh:
+  """Builds a mesh with axes ``data``, ``fsdp``, ``tensor`` (in that order) from their sizes.
+
+  One size may be ``-1``: it takes all the devices the others leave. Axes not named get size 1,
+  so every mesh has all three axes and the rules always resolve.
+
+  >>> mesh = make_mesh({"data": -1, "tensor": 2})
+  >>> dict(mesh.shape)
+  {'data': 4, 'fsdp': 1, 'tensor': 2}
+  """
+  unknown = set(axis_sizes) - set(MESH_AXES)
+  if unknown:
+    raise ValueError(f"Unknown mesh axes {sorted(unknown)}; use some of {MESH_AXES}.")
+  devices = list(jax.devices() if devices is None else devices)
+  sizes = [int(axis_sizes.get(name, 1)) for name in MESH_AXES]
+  if sizes.count(-1) > 1:
+    raise ValueError(f"At most one mesh axis may be -1 (fill); got {dict(axis_sizes)}.")
+  if any(s == 0 or s < -1 for s in sizes):
+    raise ValueError(f"Mesh axis sizes must be positive (or one -1); got {dict(axis_sizes)}.")
+  if -1 in sizes:
+    known = math.prod(s for s in sizes if s != -1)
+    if len(devices) % known:
+      raise ValueError(
+          f"Cannot fill the -1 mesh axis: {len(devices)} devices are not divisible by the "
+          f"other axes' product {known} ({dict(axis_sizes)})."
+      )
+    sizes[sizes.index(-1)] = len(devices) // known
+  if math.prod(sizes) != len(devices):
+    raise ValueError(
+        f"Mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, but "
+        f"{len(devices)} are given. Make the sizes multiply to {len(devices)}, or set one to -1."
+    )
+  # Auto axes: shardings propagate through the program from the constraints we set (GSPMD).
+  return jax.make_mesh(
+      sizes, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES),
+      devices=devices,
+  )
+
+
+@contextlib.contextmanager
+def axis_rules(rules: Rules) -> Iterator[None]:
+  """Uses ``rules`` instead of :data:`DEFAULT_RULES` in :func:`constrain` within the block."""
+  token = _rules_var.set(tuple(rules))
+  try:
+    yield
+  finally:
+    _rules_var.reset(token)
+
+
+def current_rules() -> Rules:
+  """The rules in force: the innermost :func:`axis_rules`, else :data:`DEFAULT_RULES`."""
+  return _rules_var.get()
+
+
+def _as_tuple(mesh_axes: MeshAxes) -> tuple[str, ...]:
+  if mesh_axes is None:
+    return ()
+  return (mesh_axes,) if isinstance(mesh_axes, str) else tuple(mesh_axes)
+
+
+def logical_to_mesh_axes(
+    logical_axes: LogicalAxes,
+    rules: Rules | None = None,
+    mesh_axis_names: Sequence[str] = MESH_AXES,
+) -> PartitionSpec:
+  """Resolves one array's logical axis names into a ``PartitionSpec`` on the mesh.
+
+  Args:
+    logical_axes: one logical name (or ``None`` = replicated) per dimension.
+    rules: ``(logical name, mesh axis | tuple of mesh axes | None)`` pairs; default: the rules in
+      force (:func:`current_rules`).
+    mesh_axis_names: the mesh's axes; rules naming other axes are skipped.
+
+  >>> logical_to_mesh_axes(("batch", "length", "embed"))
+  P(('data', 'fsdp'), None, None)
+  >>> logical_to_mesh_axes(("layers", "embed", "mlp"))
+  P(None, 'fsdp', 'tensor')
+  """
+  rules = current_rules() if rules is None else rules
+  known_names = {name for name, _ in rules}
+  used: set[str] = set()
+  spec = []
+  for name in logical_axes:
+    if name is None:
+      spec.append(None)
+      continue
+    if name not in known_names:
+      raise ValueError(
+          f"Logical axis {name!r} has no sharding rule (rules cover {sorted(known_names)}). "
+          f"Add a rule such as ({name!r}, None) to replicate it."
+      )
+    chosen: tuple[str, ...] = ()
+    for rule_name, mesh_axes in rules:
+      if rule_name != name:
+        continue
+      wanted = _as_tuple(mesh_axes)
+      candidate = tuple(a for a in wanted if a in mesh_axis_names)
+      if wanted and not candidate:
+        continue  # this rule's axes are not in the mesh: try the next rule
+      if not used.intersection(candidate):
+        chosen = candidate
+        break
+    used.update(chosen)
+    spec.append(None if not chosen else chosen[0] if len(chosen) == 1 else chosen)
+  return PartitionSpec(*spec)
+
+
+def logical_sharding(
+    logical_axes: LogicalAxes, mesh: Mesh, rules: Rules | None = None
+) -> NamedSharding:
+  """``NamedSharding`` on ``mesh`` for an array with the given logical axes."""
+  return NamedSharding(mesh, logical_to_mesh_axes(logical_axes, rules, mesh.axis_names))
+
+
+def _active_mesh():
+  mesh = jax.sharding.get_abstract_mesh()
+  return None if mesh is None or mesh.empty else mesh
+
+
+def constrain(x: jax.Array, logical_axes: LogicalAxes) -> jax.Array:
+  """Constrains an activation's sharding by logical names; a no-op when no mesh is active.
+
+  Models call this at layer boundaries; the trainer activates a mesh with ``jax.set_mesh``.
+
+  >>> import jax.numpy as jnp
+  >>> constrain(jnp.ones((2, 3)), ("batch", "embed")).shape   # no mesh: unchanged
+  (2, 3)
+  """
+  if np.ndim(x) != len(logical_axes):
+    raise ValueError(
+        f"constrain: array of rank {np.ndim(x)} (shape {np.shape(x)}) given "
+        f"{len(logical_axes)} logical axes {tuple(logical_axes)}."
+    )
+  mesh = _active_mesh()
+  if mesh is None:
+    return x
+  spec = logical_to_mesh_axes(logical_axes, mesh_axis_names=mesh.axis_names)
+  return jax.lax.with_sharding_constraint(x, spec)
+
+
+def _is_variable(x: Any) -> bool:
+  from flax import nnx  # Flax is needed only for NNX states.
+
+  return isinstance(x, nnx.Variable)
+
+
+def logical_axes_tree(state: Any) -> Any:
+  """Per-variable logical axes (a tuple, ``None`` per unnamed dimension) of an NNX state.
+
+  Variables without :data:`LOGICAL_AXES_KEY` metadata are replicated (all ``None``). The result
+  has the structure of ``state`` with each Variable holding its tuple, as ``nnx.get_partition_spec``.
+  """
+
+  def axes_of(variable):
+    axes = variable.get_metadata().get(LOGICAL_AXES_KEY)
+    # Abstract states (nnx.eval_shape) hold ShapeDtypeStructs, which np.shape cannot read.
+    shape = tuple(getattr(variable.get_value(), "shape", np.shape(variable.get_value())))
+    if axes is None:
+      axes = (None,) * len(shape)
+    if len(axes) != len(shape):
+      raise ValueError(
+          f"Variable of shape {shape} has {len(axes)} logical axes {tuple(axes)}; it needs one "
+          "per dimension."
+      )
+    return variable.replace(tuple(axes))
+
+  return jax.tree.map(axes_of, state, is_leaf=_is_variable)
+
+
+def state_shardings(state: Any, mesh: Mesh, rules: Rules | None = None) -> Any:
+  """``NamedSharding`` for every variable of an NNX state, from its logical-axes metadata.
+
+  The result mirrors ``state`` (Variables holding shardings), ready for
+  ``jax.device_put(state, shardings)`` or ``jax.jit(..., out_shardings=...)``; pass it through
+  ``nnx.to_pure_dict`` for pure-dict params. ``state`` may be abstract (from ``nnx.eval_shape``),
+  so shardings are known before any parameter exists.
+  """
+
+  def sharding_of(variable):
+    return variable.replace(logical_sharding(variable.get_value(), mesh, rules))
+
+  axes = logical_axes_tree(state)
+  return jax.tree.map(sharding_of, axes, is_leaf=_is_variable)
+
+
+def shard_state(state: Any, mesh: Mesh, rules: Rules | None = None) -> Any:
+  """Places an NNX state on ``mesh`` according to its logical axes (see :func:`state_shardings`)."""
+  return jax.device_put(state, state_shardings(state, mesh, rules))
+
+
+def batch_sharding(mesh: Mesh, rank: int = 2, rules: Rules | None = None) -> NamedSharding:
+  """Sharding for an input feature of the given rank: dimension 0 is ``batch``, the rest whole."""
+  return logical_sharding(("batch",) + (None,) * (rank - 1), mesh, rules)
