@@ -14,12 +14,12 @@ from lamb_optax.masks import MaskSpec, StackedAxesSpec
 from lamb_optax.transforms import Bounds
 
 
-def _check_learning_rate(learning_rate: float | optax.Schedule) -> None:
+def check_learning_rate(learning_rate: float | optax.Schedule) -> None:
   if not callable(learning_rate):
     transforms.check_nonnegative(learning_rate, "learning_rate")
 
 
-def _check_dtype(dtype, argname: str) -> None:
+def check_dtype(dtype, argname: str) -> None:
   if dtype is None:
     return
   try:
@@ -107,20 +107,20 @@ def lamb(
     You et al., "Large Batch Optimization for Deep Learning: Training BERT in 76 Minutes",
     ICLR 2020, https://arxiv.org/abs/1904.00962
   """
-  _check_learning_rate(learning_rate)
+  check_learning_rate(learning_rate)
   transforms.check_decay_rate(b1, "b1")
   transforms.check_decay_rate(b2, "b2")
   transforms.check_nonnegative(eps, "eps")
   transforms.check_nonnegative(eps_root, "eps_root")
   transforms.check_nonnegative(weight_decay, "weight_decay")
-  _check_dtype(mu_dtype, "mu_dtype")
+  check_dtype(mu_dtype, "mu_dtype")
   if trust_ratio_mask is None:
     trust_ratio_mask = weight_decay_mask
   return optax.chain(
       transforms.scale_by_adam(
           b1, b2, eps, eps_root, bias_correction=bias_correction, mu_dtype=mu_dtype
       ),
-      optax.add_decayed_weights(weight_decay, _optax_mask(weight_decay_mask)),
+      optax.add_decayed_weights(weight_decay, decay_mask_for_optax(weight_decay_mask)),
       transforms.scale_by_trust_ratio(
           mask=trust_ratio_mask,
           weight_norm_bounds=weight_norm_bounds,
@@ -131,7 +131,7 @@ def lamb(
   )
 
 
-def _optax_mask(mask: MaskSpec):
+def decay_mask_for_optax(mask: MaskSpec):
   """Adapts our mask spec (which also accepts None/True for 'all') to ``optax.masked``."""
   if mask is None or mask is True:
     return None

@@ -15,9 +15,9 @@ import optax
 from lamb_optax import masks
 from lamb_optax import momentum
 from lamb_optax import transforms
-from lamb_optax.aliases import _check_dtype
-from lamb_optax.aliases import _check_learning_rate
-from lamb_optax.aliases import _optax_mask
+from lamb_optax.aliases import check_dtype
+from lamb_optax.aliases import check_learning_rate
+from lamb_optax.aliases import decay_mask_for_optax
 from lamb_optax.aliases import lamb
 from lamb_optax.masks import MaskSpec, StackedAxesSpec
 from lamb_optax.transforms import Bounds
@@ -64,7 +64,7 @@ def lars(
 
   Reference: You et al., ICLR 2020, https://arxiv.org/abs/1904.00962, Algorithm 1.
   """
-  _check_learning_rate(learning_rate)
+  check_learning_rate(learning_rate)
   transforms.check_decay_rate(momentum, "momentum")
   transforms.check_nonnegative(weight_decay, "weight_decay")
   if trust_ratio_mask is None:
@@ -78,7 +78,7 @@ def lars(
   ema = optax.ema(momentum, debias=False)
   order = (ratio, ema) if ratio_before_momentum else (ema, ratio)
   return optax.chain(
-      optax.add_decayed_weights(weight_decay, _optax_mask(weight_decay_mask)),
+      optax.add_decayed_weights(weight_decay, decay_mask_for_optax(weight_decay_mask)),
       *order,
       optax.scale_by_learning_rate(learning_rate),
   )
@@ -131,7 +131,7 @@ def nvlamb(
 
 def _nesterov_lamb(learning_rate, b1, b2, eps, eps_root, weight_decay, weight_decay_mask,
                    trust_ratio_mask, stacked_axes, nesterov_second_moment):
-  _check_learning_rate(learning_rate)
+  check_learning_rate(learning_rate)
   transforms.check_decay_rate(b1, "b1")
   transforms.check_decay_rate(b2, "b2")
   transforms.check_nonnegative(eps, "eps")
@@ -142,7 +142,7 @@ def _nesterov_lamb(learning_rate, b1, b2, eps, eps_root, weight_decay, weight_de
   return optax.chain(
       momentum.scale_by_nesterov_adam(
           b1, b2, eps, eps_root, nesterov_second_moment=nesterov_second_moment),
-      optax.add_decayed_weights(weight_decay, _optax_mask(weight_decay_mask)),
+      optax.add_decayed_weights(weight_decay, decay_mask_for_optax(weight_decay_mask)),
       transforms.scale_by_trust_ratio(mask=trust_ratio_mask, stacked_axes=stacked_axes),
       optax.scale_by_learning_rate(learning_rate),
   )
@@ -237,17 +237,17 @@ def adamw_baseline(
 
   Reference: Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019.
   """
-  _check_learning_rate(learning_rate)
+  check_learning_rate(learning_rate)
   transforms.check_decay_rate(b1, "b1")
   transforms.check_decay_rate(b2, "b2")
   transforms.check_nonnegative(eps, "eps")
   transforms.check_nonnegative(eps_root, "eps_root")
   transforms.check_nonnegative(weight_decay, "weight_decay")
-  _check_dtype(mu_dtype, "mu_dtype")
+  check_dtype(mu_dtype, "mu_dtype")
   del stacked_axes  # element-wise: per-layer slices need no special treatment
   return optax.chain(
       transforms.scale_by_adam(
           b1, b2, eps, eps_root, bias_correction=bias_correction, mu_dtype=mu_dtype),
-      optax.add_decayed_weights(weight_decay, _optax_mask(weight_decay_mask)),
+      optax.add_decayed_weights(weight_decay, decay_mask_for_optax(weight_decay_mask)),
       optax.scale_by_learning_rate(learning_rate),
   )

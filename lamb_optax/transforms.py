@@ -7,7 +7,6 @@ Minutes", ICLR 2020 (arXiv:1904.00962), Algorithms 1 (LARS) and 2 (LAMB).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any, NamedTuple, Optional
 
 import chex
@@ -271,10 +270,3 @@ def trust_ratios(opt_state: PyTree) -> dict[str, jax.Array]:
   leaves, _ = jax.tree_util.tree_flatten_with_path(found[0].ratios)
   return {masks.path_to_str(path): ratio for path, ratio in leaves}
 
-
-def as_schedule(learning_rate: float | optax.Schedule) -> Callable[[Any], Any]:
-  """Validates a learning rate (float or schedule) and returns it as a schedule."""
-  if callable(learning_rate):
-    return learning_rate
-  check_nonnegative(learning_rate, "learning_rate")
-  return lambda _: learning_rate
