@@ -74,6 +74,11 @@ def our_steps(graphdef, tx):
   def loss_fn(params, batch, key):
     return nnx.merge(graphdef, params).pretraining_loss(batch, dropout_rng=key)[0]
 
+  return make_steps(loss_fn, tx)
+
+
+def make_steps(loss_fn, tx):
+  """(grad_step, train_step) for a loss ``loss_fn(params, batch, key)``: the same for both peers."""
   def grad_step(params, batch, key):
     return jax.value_and_grad(loss_fn)(params, batch, key)
 
@@ -134,17 +139,7 @@ def huggingface(config: bert.BertConfig):
 
 
 def hf_steps(model, tx, vocab_size):
-  loss_fn = hf_loss_fn(model, vocab_size)
-
-  def grad_step(params, batch, key):
-    return jax.value_and_grad(loss_fn)(params, batch, key)
-
-  def train_step(params, opt_state, batch, key):
-    loss, grads = jax.value_and_grad(loss_fn)(params, batch, key)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-
-  return grad_step, train_step
+  return make_steps(hf_loss_fn(model, vocab_size), tx)
 
 
 # ----------------------------------------------------------------------------- timing
