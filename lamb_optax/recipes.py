@@ -7,6 +7,7 @@ ml_collections besides the optimizer package, so recipes can be checked without 
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 import ml_collections
@@ -51,4 +52,9 @@ def build_optimizer(
     raise ValueError(f"Unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}.")
   lr = schedule(config)
   kwargs = dict(config.optimizer.kwargs)
+  known = inspect.signature(OPTIMIZERS[name]).parameters
+  unknown = sorted(set(kwargs) - set(known))
+  if unknown:
+    raise ValueError(f"optimizer.kwargs {unknown} are not arguments of {name}; it takes "
+                     f"{sorted(k for k in known if k not in ('learning_rate', 'stacked_axes'))}.")
   return OPTIMIZERS[name](lr, stacked_axes=stacked_axes, **kwargs), lr

@@ -1,4 +1,4 @@
-"""The README's main job (until the trainer lands): the LAMB demo runs and learns."""
+"""The LAMB vs AdamW demo (`python -m lamb_optax.demo`) runs and learns."""
 
 from lamb_optax import demo
 

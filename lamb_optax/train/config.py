@@ -11,8 +11,9 @@ import dataclasses
 import math
 
 import ml_collections
+from ml_collections import config_dict
 
-OPTIMIZERS = ("lamb", "lars", "nvlamb", "adamw")
+from lamb_optax.recipes import OPTIMIZERS
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -21,7 +22,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.seed = 0
   # Model: a preset name plus BertConfig field overrides.
   c.model = ml_collections.ConfigDict(dict(
-      preset="tiny", overrides=ml_collections.ConfigDict(), dtype="float32", remat="none"))
+      preset="tiny", overrides=_model_overrides(), dtype="float32", remat="none"))
   # Optimizer: a name from OPTIMIZERS and its keyword arguments (learning rate is separate).
   c.optimizer = ml_collections.ConfigDict(dict(name="lamb", kwargs=ml_collections.ConfigDict(
       dict(weight_decay=0.01))))
@@ -39,26 +40,44 @@ def default_config() -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 200
   c.keep_checkpoints = 3
   c.max_nonfinite_steps = 10  # stop after this many skipped updates in a row
+  c.async_checkpointing = True
+  # Phase 2 of two-phase pretraining: the workdir (or its checkpoints/<step> directory) of phase
+  # 1, whose params start this run; optimizer state, step and schedule start afresh.
+  c.init_from = ""
+  # Peak FLOP/s of one device for the MFU column; 0 = look the device kind up (TPU/GPU).
+  c.peak_flops_per_device = 0.0
   c.data = ml_collections.ConfigDict(dict(
       source="embedded",  # "embedded" (the Python-docs corpus) or a dataset directory / TFDS name
       train_split="train",
       eval_split="validation",
       seq_length=128,
       max_predictions=20,
-      dynamic_masking=True,
+      whole_word_mask=False,
+      dynamic_masking=True,  # re-mask every epoch (RoBERTa-style); False: the stored masks
+      vocab_file="",  # the vocab.txt of a non-embedded dataset (needed for dynamic masking)
       worker_count=0,
       data_dir="",  # where the embedded corpus is built/cached; default: <workdir>/data
+      embedded_max_documents=0,  # 0 = the whole embedded corpus (tests use a few documents)
   ))
   # Mesh axis sizes; -1 fills with the remaining devices.
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   return c
 
 
+def _model_overrides() -> ml_collections.ConfigDict:
+  """Every BertConfig field as an unset typed placeholder: ``--config.model.overrides.
+  hidden_dropout=0.0`` then works from the command line, and unset fields keep the preset's."""
+  from lamb_optax.models.config import BertConfig  # pylint: disable=g-import-not-at-top
+  fields = {f.name: config_dict.placeholder(type(f.default))
+            for f in dataclasses.fields(BertConfig) if f.name not in ("dtype", "remat")}
+  return ml_collections.ConfigDict(fields)
+
+
 def lock(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Checks ``config`` has exactly the schema's keys, then locks it against new ones."""
-  unknown = sorted(_flat_keys(config) - _flat_keys(default_config(), allow_open=("model.overrides",
-                                                                                 "optimizer.kwargs")))
-  unknown = [k for k in unknown if not k.startswith(("model.overrides.", "optimizer.kwargs."))]
+  unknown = sorted(_flat_keys(config) - _flat_keys(default_config(), allow_open=("optimizer.kwargs",)))
+  # optimizer.kwargs is open: recipes.build_optimizer checks it against the optimizer's signature.
+  unknown = [k for k in unknown if not k.startswith("optimizer.kwargs.")]
   if unknown:
     raise ValueError(f"Unknown config keys {unknown}; the trainer reads the keys of "
                      "lamb_optax.train.config.default_config(). Check the spelling.")
@@ -105,6 +124,7 @@ def plan_batches(config: ml_collections.ConfigDict, data_parallel_devices: int,
 
 
 def check_schedule(config: ml_collections.ConfigDict) -> None:
+  """Raises a ValueError naming the key when the schedule or optimizer settings cannot work."""
   if config.num_train_steps < 1:
     raise ValueError(f"num_train_steps must be >= 1, got {config.num_train_steps}.")
   if not 0 <= config.warmup_steps <= config.num_train_steps:
@@ -115,4 +135,8 @@ def check_schedule(config: ml_collections.ConfigDict) -> None:
   if not (math.isfinite(config.learning_rate) and config.learning_rate >= 0):
     raise ValueError(f"learning_rate must be finite and >= 0, got {config.learning_rate}.")
   if config.optimizer.name not in OPTIMIZERS:
-    raise ValueError(f"Unknown optimizer {config.optimizer.name!r}; choose one of {OPTIMIZERS}.")
+    raise ValueError(f"Unknown optimizer {config.optimizer.name!r}; choose one of "
+                     f"{sorted(OPTIMIZERS)}.")
+  for name in ("log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
+    if config[name] < 1:
+      raise ValueError(f"{name} must be >= 1, got {config[name]}.")

@@ -1,0 +1,146 @@
+"""Where training metrics go: ``metrics.jsonl``, TensorBoard event files, and a progress bar.
+
+Only process 0 writes. TensorBoard files are written with ``tensorboardX`` (no TensorFlow).
+``metrics.jsonl`` is appended to, so a resumed run continues the same file; a row per logged step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any, Mapping, Optional
+
+import numpy as np
+from etils import epath
+
+
+def _to_python(value: Any) -> Any:
+  value = np.asarray(value)
+  if value.ndim == 0:
+    return value.item()
+  return value.tolist()
+
+
+class _JsonLines:
+  """An appendable JSON-lines file, local or on a remote filesystem (``gs://``, via epath).
+
+  Object stores cannot append, so there the whole file is rewritten on every row; a log of a
+  few thousand rows stays small enough for that to be cheap.
+  """
+
+  def __init__(self, path: epath.Path):
+    self._path = path
+    self._remote = "://" in str(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if self._remote:
+      self._text = path.read_text(encoding="utf-8") if path.exists() else ""
+    else:
+      self._file = open(path, "a", encoding="utf-8")
+
+  def append(self, line: str) -> None:
+    if self._remote:
+      self._text += line + "\n"
+      self._path.write_text(self._text, encoding="utf-8")
+    else:
+      self._file.write(line + "\n")
+      self._file.flush()
+
+  def close(self) -> None:
+    if not self._remote:
+      self._file.close()
+
+
+class MetricsWriter:
+  """Writes metric rows for one run; a no-op on processes other than 0."""
+
+  def __init__(self, workdir: str, *, total_steps: int, initial_step: int = 0,
+               enabled: bool = True, progress_bar: bool = True):
+    self.enabled = enabled
+    self._jsonl = None
+    self._tensorboard = None
+    self._bar = None
+    if not enabled:
+      return
+    self._jsonl = _JsonLines(epath.Path(workdir) / "metrics.jsonl")
+    try:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    except ImportError:  # TensorBoard is optional: metrics.jsonl always has everything.
+      self._tensorboard = None
+    if progress_bar:
+      from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+      self._bar = tqdm(total=total_steps, initial=initial_step, unit="step", dynamic_ncols=True,
+                       mininterval=1.0)
+
+  def write(self, step: int, metrics: Mapping[str, Any], prefix: str = "") -> None:
+    if not self.enabled:
+      return
+    row = {"step": int(step), **{prefix + k: _to_python(v) for k, v in metrics.items()}}
+    self._jsonl.append(json.dumps(row))
+    if self._tensorboard is not None:
+      for name, value in row.items():
+        if name != "step" and isinstance(value, (int, float)) and math.isfinite(value):
+          self._tensorboard.add_scalar(name, value, int(step))
+      self._tensorboard.flush()
+    if self._bar is not None and not prefix and "loss" in metrics:
+      self._bar.set_postfix(loss=f"{row[prefix + 'loss']:.4f}", refresh=False)
+
+  def advance(self, steps: int = 1) -> None:
+    if self._bar is not None:
+      self._bar.update(steps)
+
+  def print(self, message: str) -> None:
+    if not self.enabled:
+      return
+    if self._bar is not None:
+      self._bar.write(message)
+    else:
+      print(message, flush=True)
+
+  def close(self) -> None:
+    if self._bar is not None:
+      self._bar.close()
+    if self._tensorboard is not None:
+      self._tensorboard.close()
+    if self._jsonl is not None:
+      self._jsonl.close()
+
+
+class Throughput:
+  """Tokens per second between logged steps (wall clock; the step's outputs were fetched)."""
+
+  def __init__(self, tokens_per_step: int):
+    self.tokens_per_step = tokens_per_step
+    self._last: Optional[tuple[int, float]] = None
+
+  def start(self, step: int) -> None:
+    self._last = (step, time.perf_counter())
+
+  def rate(self, step: int) -> Optional[float]:
+    """Tokens/s since the last call (or :meth:`start`); None before the first."""
+    now = time.perf_counter()
+    last, self._last = self._last, (step, now)
+    if last is None or step <= last[0]:
+      return None
+    return self.tokens_per_step * (step - last[0]) / (now - last[1])
+
+
+# Dense bf16 peak FLOP/s per chip, from the vendors' data sheets (for the MFU column).
+_PEAK_FLOPS = (
+    ("TPU v6", 918e12), ("TPU v5p", 459e12), ("TPU v5 lite", 197e12), ("TPU v5e", 197e12),
+    ("TPU v4", 275e12), ("TPU v3", 123e12), ("H200", 989e12), ("H100", 989e12),
+    ("A100", 312e12),
+)
+
+
+def peak_flops(device: Any) -> float:
+  """The device's peak FLOP/s if it is a known TPU/GPU, else 0 (no MFU is reported).
+
+  >>> class Cpu: device_kind = "cpu"
+  >>> peak_flops(Cpu())
+  0.0
+  """
+  kind = getattr(device, "device_kind", "")
+  return next((flops for name, flops in _PEAK_FLOPS if name.lower() in kind.lower()), 0.0)

@@ -1,0 +1,96 @@
+"""Runs the trainer CLI in subprocesses, as a user would: fresh processes, own device counts."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+from typing import Optional
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# A run small enough for the test suite: tiny BERT, 8 steps, no dropout (so that runs on
+# different device layouts must agree), the embedded corpus cut to a few documents.
+SMALL = {
+    "num_train_steps": 8, "warmup_steps": 2, "global_batch_size": 16, "micro_batch_size": 4,
+    "log_every_steps": 1, "eval_every_steps": 4, "eval_batches": 1, "checkpoint_every_steps": 2,
+    "learning_rate": 5e-3, "data.embedded_max_documents": 60,
+    "model.overrides.hidden_dropout": 0.0, "model.overrides.attention_dropout": 0.0,
+}
+
+
+def command(workdir: str, overrides: dict, data_dir: str, extra: tuple[str, ...] = ()) -> list[str]:
+  flags = {**SMALL, "data.data_dir": data_dir, **overrides}
+  return ([sys.executable, "-m", "lamb_optax.train", f"--config={ROOT / 'configs' / 'tiny.py'}",
+           f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in flags.items()] + list(extra))
+
+
+def environment(devices: int) -> dict[str, str]:
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["JAX_PLATFORMS"] = "cpu"
+  env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+  return env
+
+
+def run(workdir: str, overrides: dict, data_dir: str, *, devices: int = 1,
+        extra: tuple[str, ...] = (), timeout: int = 300, check: bool = True
+        ) -> subprocess.CompletedProcess:
+  result = subprocess.run(command(workdir, overrides, data_dir, extra), env=environment(devices),
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+  if check and result.returncode:
+    raise AssertionError(f"trainer failed ({result.returncode}):\n{result.stderr[-4000:]}")
+  return result
+
+
+def losses(workdir: str) -> dict[int, float]:
+  """step -> train loss; for steps logged twice (rerun after a resume), the last row wins."""
+  rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  return {row["step"]: row["loss"] for row in rows if "loss" in row and "eval_loss" not in row}
+
+
+def rows(workdir: str) -> list[dict]:
+  return [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+
+
+def wait_for_step(workdir: str, step: int, process: subprocess.Popen, timeout: float) -> bool:
+  import time  # pylint: disable=g-import-not-at-top
+  deadline = time.time() + timeout
+  path = os.path.join(workdir, "metrics.jsonl")
+  while time.time() < deadline and process.poll() is None:
+    if os.path.exists(path) and any(s >= step for s in losses(workdir)):
+      return True
+    time.sleep(0.05)
+  return False
+
+
+def free_port() -> int:
+  import socket  # pylint: disable=g-import-not-at-top
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def run_multiprocess(workdir: str, overrides: dict, data_dir: str, *, processes: int,
+                     devices_per_process: int, timeout: int = 300) -> list[str]:
+  address = f"127.0.0.1:{free_port()}"
+  procs = [subprocess.Popen(
+      command(workdir, overrides, data_dir,
+              (f"--coordinator_address={address}", f"--num_processes={processes}",
+               f"--process_id={i}", "--distributed_timeout_seconds=60")),
+      env=environment(devices_per_process), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True, cwd=ROOT) for i in range(processes)]
+  outputs: list[Optional[str]] = []
+  try:
+    for p in procs:
+      _, err = p.communicate(timeout=timeout)
+      outputs.append(err)
+  finally:
+    for p in procs:
+      p.kill()
+  for p, err in zip(procs, outputs):
+    if p.returncode:
+      raise AssertionError(f"process failed ({p.returncode}):\n{(err or '')[-4000:]}")
+  return outputs
