@@ -1,0 +1,206 @@
+"""Speed of the trainer's full train step: tokens/s and MFU against Hugging Face Flax BERT + LAMB.
+
+Measures, in one process and on the same batch (``lamb_optax.models.inputs.random_batch``:
+Google's feature layout, 20 masked positions per 128 tokens; dropout on in both, same rates):
+
+* ``ours``: exactly the step ``lamb_optax.train.loop`` jits, built the trainer's way from
+  ``lamb_optax.train.config.default_config()`` (preset, dtype, batch and micro-batches changed):
+  ``step.make_train_step(task.objective, task.normalizers, tx, num_micro_batches,
+  micro_batch_constraint=...)`` with the task from ``bert_task.build``, the optimizer from
+  ``recipes.build_optimizer`` (``lamb_optax.lamb``, warmup/decay schedule, weight decay 0.01),
+  on a ``{"data": -1}`` mesh, state and batch sharded and the state donated. So it includes
+  everything a training step pays for: gradient accumulation (``lax.scan`` over micro-batches),
+  float32 gradient accumulators, MLM/NSP metric sums, the global gradient norm, the non-finite
+  check and the per-layer trust ratios.
+* ``huggingface``: ``transformers.FlaxBertForPreTraining`` with the loss of transformers'
+  ``run_mlm_flax.py`` (cross-entropy over all positions' logits, masked by label weights) plus
+  NSP, and ``optax.lamb`` with the same schedule and weight decay (``run_mlm_flax``'s decay
+  mask): ``value_and_grad`` + update in one ``jax.jit`` with params and optimizer state donated.
+
+Timed rounds are interleaved (A B, B A, ...), so drifts in machine load hit both; the report
+gives the median tokens/s over rounds and the ratio. MFU = tokens/s x
+``lamb_optax.models.config.flops_per_token`` / peak FLOP/s. The peak is ``--peak-tflops`` if
+given, else the vendor's figure for a known accelerator (``lamb_optax.train.metrics.peak_flops``,
+dense bfloat16), both times the device count; else (CPU, no vendor peak) a *measured matmul
+peak*: a jitted 2048 x 2048 ``jnp.dot`` in ``--dtype`` timed as a third peer in every round
+(between the steps, so under the same load), the fastest single call taken.
+
+Run it beside transformers 4.57.6 (the last release with the Flax models; see
+``benchmark_model.py`` for the separate environment)::
+
+  PYTHONPATH=. /tmp/venv-hfflax/bin/python scripts/benchmark_train_step.py --rounds 5 --steps 2
+  PYTHONPATH=. python scripts/benchmark_train_step.py --micro-batches 4 --batch 32 --no-hf
+  PYTHONPATH=. python scripts/benchmark_train_step.py --quick --no-hf --json /tmp/out.json
+
+``--quick`` is a smoke test (tiny preset, 1 round of 2 steps, seconds). BERT-base on a 2-core CPU
+needs several minutes. Imports no input pipeline or checkpointing (grain, orbax, TFDS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from typing import Any
+
+import jax
+import ml_collections
+import optax
+
+from lamb_optax import recipes
+from lamb_optax.models import bert
+from lamb_optax.train import bert_task
+from lamb_optax.train import config as config_lib
+from lamb_optax.train import metrics as metrics_lib
+from lamb_optax.train import sharding
+from lamb_optax.train import step as step_lib
+
+from benchmark_common import (BestOfRunner, PlainSteps, Runner, add_common_args, hf_available,
+                              hf_decay_mask, hf_loss_fn, hf_model, machine, make_batch, matmul,
+                              speed_line, step_rates)
+
+MODE = "train step"
+MATMUL, MATMUL_SIZE, MATMUL_REPEATS = "matmul", 2048, 5
+
+
+def trainer_config(args: argparse.Namespace, data_parallel: int) -> ml_collections.ConfigDict:
+  """The trainer's default config with this benchmark's model, batch and micro-batches."""
+  config = config_lib.default_config()
+  config.model.preset = args.preset
+  config.model.dtype = args.dtype
+  config.data.seq_length = args.seq_len
+  config.global_batch_size = args.batch_size
+  config.micro_batch_size = max(1, args.batch_size // (args.micro_batches * data_parallel))
+  config = config_lib.lock(config)
+  config_lib.check_schedule(config)
+  return config
+
+
+class TrainerStep:
+  """The trainer's jitted train step (as in ``loop._train``) on a fixed batch, advancing state."""
+
+  def __init__(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+               num_micro_batches: int, vocab_size: int):
+    self.mesh = mesh
+    self.task = bert_task.build(config, mesh, vocab_size)
+    self.tx, self.learning_rate = recipes.build_optimizer(config, self.task.stacked_axes)
+    batch_sharding = sharding.batch_sharding(mesh, rank=1)
+    constraint = lambda b: jax.lax.with_sharding_constraint(b, batch_sharding)
+    with jax.set_mesh(mesh):
+      state_shardings = self.task.state_shardings(self.tx)
+      self.state = jax.jit(lambda p: step_lib.create_train_state(p, self.tx, config.seed),
+                           out_shardings=state_shardings)(self.task.init_params())
+      self._step = jax.jit(
+          step_lib.make_train_step(self.task.objective, self.task.normalizers, self.tx,
+                                   num_micro_batches, micro_batch_constraint=constraint),
+          in_shardings=(state_shardings, batch_sharding), out_shardings=(state_shardings, None),
+          donate_argnums=(0,))
+    self.batch_sharding = batch_sharding
+    self.batch: Any = None
+
+  def set_batch(self, batch: dict[str, jax.Array]) -> None:
+    self.batch = jax.device_put(batch, self.batch_sharding)
+
+  def train(self) -> Any:
+    with jax.set_mesh(self.mesh):
+      self.state, metrics = self._step(self.state, self.batch)
+    return metrics["loss"]
+
+
+def huggingface(config: bert.BertConfig, learning_rate: optax.Schedule, weight_decay: float,
+                batch: dict[str, jax.Array]) -> PlainSteps:
+  """FlaxBertForPreTraining + run_mlm_flax loss + NSP, with ``optax.lamb`` (same schedule)."""
+  model = hf_model(config, seed=0)
+  tx = optax.lamb(learning_rate, eps=1e-6, weight_decay=weight_decay, mask=hf_decay_mask)
+  return PlainSteps(hf_loss_fn(model, config.vocab_size), tx, model.params, batch)
+
+
+def given_peak(args: argparse.Namespace) -> tuple[float, str]:
+  """(peak FLOP/s of all devices, its source) from ``--peak-tflops`` or the vendor; 0 if neither.
+
+  Both are per device and multiplied by the device count, as the trainer's MFU column does.
+  """
+  devices = jax.device_count()
+  if args.peak_tflops:
+    return args.peak_tflops * 1e12 * devices, f"given (--peak-tflops) x {devices} device(s)"
+  vendor = metrics_lib.peak_flops(jax.devices()[0])
+  return vendor * devices, (f"vendor dense bfloat16 peak (lamb_optax.train.metrics.peak_flops) "
+                            f"x {devices} device(s)")
+
+
+def parse_args() -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  add_common_args(parser, "tiny preset, 1 round of 2 steps: a smoke test (seconds)")
+  parser.add_argument("--micro-batches", type=int, default=1,
+                      help="gradient-accumulation micro-batches per step (ours only)")
+  args = parser.parse_args()
+  if args.quick:
+    args.preset, args.rounds, args.steps = "tiny", 1, 2
+  return args
+
+
+def report_lines(report: dict[str, Any]) -> list[str]:
+  speeds, flops = report["tokens_per_s"], report["flops_per_token"]
+  lines = [speed_line(MODE, speeds, flops, report["peak_flops"])]
+  lines.append(f"  peak {report['peak_flops'] / 1e12:.3f} TFLOP/s: {report['peak_source']}; "
+               f"{flops / 1e6:.0f} MFLOP per token (lamb_optax.models.config.flops_per_token)")
+  return lines
+
+
+def main() -> None:
+  args = parse_args()
+  hf = not args.no_hf and hf_available()
+  mesh = sharding.make_mesh({"data": -1})
+  data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
+  config = trainer_config(args, data_parallel)
+  plan = config_lib.plan_batches(config, data_parallel, jax.process_count())
+  if plan.num_micro_batches != args.micro_batches:
+    raise SystemExit(f"--batch {args.batch_size} does not split into {args.micro_batches} "
+                     f"micro-batches on {data_parallel} device(s): use a multiple of "
+                     f"{args.micro_batches * data_parallel}.")
+  ours = TrainerStep(config, mesh, plan.num_micro_batches,
+                     bert.BertConfig.preset(args.preset).vocab_size)
+  bert_config = ours.task.bert_config
+  batch = make_batch(bert_config, args.batch_size, args.seq_len)
+  ours.set_batch(batch)
+  print(f"machine: {machine()}")
+  print(f"BERT-{args.preset}, batch {args.batch_size} (= {plan.data_parallel_devices} device(s) x "
+        f"{plan.micro_batch_size} x {plan.num_micro_batches} micro-batch(es)) x seq "
+        f"{args.seq_len}, dtype {args.dtype}, {args.rounds} interleaved rounds of {args.steps} "
+        "steps")
+
+  runners = [Runner("ours", {MODE: ours.train})]
+  if hf:
+    peer = huggingface(bert_config, ours.learning_rate, config.optimizer.kwargs.weight_decay, batch)
+    runners.append(Runner("huggingface", {MODE: peer.train}))
+  for r in runners:
+    print(f"  first call (compile + 1 step) {r.name}: {r.compile_s[MODE]:.1f}s")
+  peak_flops, peak_source = given_peak(args)
+  if not peak_flops:  # CPU: time a matmul in every round, beside the steps, under the same load
+    dot, dot_flops = matmul(MATMUL_SIZE, args.dtype)
+    runners.append(BestOfRunner(MATMUL, {MODE: dot}, repeats=MATMUL_REPEATS))
+  rates = step_rates(runners, [MODE], args.rounds, args.steps)[MODE]
+  if not peak_flops:
+    peak_flops = dot_flops * max(rates.pop(MATMUL))
+    peak_source = (f"measured matmul peak: fastest of {args.rounds * args.steps * MATMUL_REPEATS} "
+                   f"{MATMUL_SIZE}x{MATMUL_SIZE} {args.dtype} jnp.dot, timed in every round "
+                   "between the steps")
+  speeds = {name: args.batch_size * args.seq_len * statistics.median(r)
+            for name, r in rates.items()}
+  flops = bert.flops_per_token(bert_config, args.seq_len)
+  report: dict[str, Any] = dict(
+      machine=machine(), preset=args.preset, batch=args.batch_size, seq_len=args.seq_len,
+      micro_batches=plan.num_micro_batches, dtype=args.dtype, rounds=args.rounds,
+      steps=args.steps, tokens_per_s=speeds, flops_per_token=flops,
+      peak_flops=peak_flops, peak_source=peak_source, mfu=speeds["ours"] * flops / peak_flops,
+      compile_s={r.name: r.compile_s[MODE] for r in runners if r.name != MATMUL})
+  if hf:
+    report["ratio_vs_hf"] = speeds["ours"] / speeds["huggingface"]
+  print("\n".join(report_lines(report)))
+  if args.output:
+    with open(args.output, "w") as f:
+      json.dump(report, f, indent=2)
+
+
+if __name__ == "__main__":
+  main()
