@@ -1,0 +1,566 @@
+r"""Create, set up, run, watch and delete a Cloud TPU VM slice (v2/v3/v4/v5e/v5p/v6e) for pretraining.
+
+A thin, checkable wrapper around ``gcloud compute tpus``: every subcommand builds its gcloud
+command lines with a pure function (lists of argv lists) and runs them, or with ``--dry-run``
+prints them, one per line, shell-quoted. Input that cannot work (no project/zone, a batch the
+slice cannot divide, a local workdir on a multi-host slice, ...) is refused with a message that
+names the fix *before* any gcloud call. docs/tpu.md walks through a whole run.
+
+  python scripts/tpu_pod.py create bert --accelerator-type=v4-128 --zone=us-central2-b \
+      --project=my-project --queued --spot
+  python scripts/tpu_pod.py setup bert --zone=us-central2-b --project=my-project
+  python scripts/tpu_pod.py run bert --accelerator-type=v4-128 --zone=us-central2-b \
+      --project=my-project --config=configs/bert_base_phase1.py --workdir=gs://BUCKET/base_p1 \
+      --config.data.source=gs://BUCKET/bert_data_128 --config.data.vocab_file=gs://BUCKET/vocab.txt
+  python scripts/tpu_pod.py status bert ...   |  logs bert --worker=3  |  stop bert  |  delete bert
+
+The trainer is started on every worker with the same command and *no* ``--coordinator_address``:
+on Cloud TPU ``jax.distributed.initialize()`` finds the slice's hosts by itself
+(lamb_optax/train/distributed.py). Re-running ``run`` after a preemption resumes from the last
+checkpoint in the workdir. Project and zone come from the flags, else $CLOUDSDK_CORE_PROJECT /
+$CLOUDSDK_COMPUTE_ZONE, else (not in --dry-run) ``gcloud config get-value``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import importlib.util
+import os
+import pathlib
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from typing import Optional, Sequence
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+DEFAULT_REPO_URL = "https://github.com/lamb-optax/lamb_optax"  # placeholder org, see docs/tpu.md
+REMOTE_DIR = "lamb_optax"  # relative to $HOME on every worker
+LOG_DIR = "lamb_optax_logs"  # relative to $HOME; each worker writes its own log here
+LOG_FILE = f"{LOG_DIR}/train.log"
+PID_FILE = f"{LOG_DIR}/train.pid"
+
+
+class UsageError(Exception):
+  """Bad input; the message says what to change. Raised before any gcloud call."""
+
+
+# --------------------------------------------------------------------------------------------
+# Slices: accelerator type -> JAX devices, chips, VMs (workers).
+# --------------------------------------------------------------------------------------------
+# Sources (Cloud TPU system-architecture pages, as of 2024-2025; check them for new sizes):
+# * v2/v3: the suffix counts TensorCores, 2 per chip, 4 chips (8 cores) per VM; JAX sees one
+#   device per TensorCore (no megacore), so devices = N.
+# * v4/v5p: the suffix counts TensorCores, 2 per chip, fused into one JAX device per chip
+#   (megacore); 4 chips per VM. v4-8 / v5p-8 = 4 chips on 1 VM; v4-128 = 64 chips on 16 VMs.
+# * v5e (v5litepod-N, also spelt v5e-N) and v6e-N: the suffix counts chips, 1 TensorCore each.
+#   Slices of 1, 4 or 8 chips are one VM; larger slices use 4-chip VMs (v6e-16 = 4 VMs,
+#   v6e-256 = 64 VMs per the v6e page's table; v5e's multi-host table has the same 4-chip VMs,
+#   e.g. v5litepod-16 = 4 VMs). The physical hosts have 8 chips, but the *VM* count is what
+#   matters here: it is the number of workers `--worker=all` reaches and JAX processes.
+# If Google changes a VM shape this table is what to fix; the checks only use `vms` to decide
+# whether a slice is multi-host and `devices` for the batch arithmetic.
+_CORE_COUNTED = {"v2": 1, "v3": 1, "v4": 2, "v5p": 2}  # TensorCores per JAX device
+_CHIP_COUNTED = {"v5litepod": "v5e", "v5e": "v5e", "v6e": "v6e"}
+_CHIP_COUNTED_SIZES = (1, 4, 8, 16, 32, 64, 128, 256)
+DEFAULT_RUNTIME = {  # --version / --runtime-version (TPU VM software images)
+    "v2": "tpu-ubuntu2204-base", "v3": "tpu-ubuntu2204-base", "v4": "tpu-ubuntu2204-base",
+    "v5p": "v2-alpha-tpuv5", "v5e": "v2-alpha-tpuv5-lite", "v6e": "v2-alpha-tpuv6e",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Slice:
+  accelerator_type: str
+  generation: str  # v2, v3, v4, v5p, v5e, v6e
+  devices: int  # JAX devices in the slice (data-parallel capacity)
+  chips: int
+  vms: int  # TPU VMs = workers = JAX processes
+
+  @property
+  def multi_host(self) -> bool:
+    return self.vms > 1
+
+
+def parse_accelerator(accelerator_type: str) -> Slice:
+  """``"v4-128"`` -> 64 chips / 64 devices on 16 VMs; refuses types it does not know.
+
+  >>> parse_accelerator("v4-128")
+  Slice(accelerator_type='v4-128', generation='v4', devices=64, chips=64, vms=16)
+  >>> parse_accelerator("v5litepod-8").vms, parse_accelerator("v6e-256").vms
+  (1, 64)
+  """
+  m = re.fullmatch(r"(v\d+[a-z]*)-(\d+)", accelerator_type or "")
+  if not m:
+    raise UsageError(f"--accelerator-type {accelerator_type!r} is not of the form GEN-SIZE; use "
+                     "e.g. v4-128, v5p-128, v5litepod-256 (v5e), v6e-256.")
+  family, n = m.group(1), int(m.group(2))
+  if family in ("v2", "v3"):
+    if n < 8 or n % 8:
+      raise UsageError(f"{accelerator_type}: {family} sizes count TensorCores in multiples of 8 "
+                       f"(8 per VM), e.g. {family}-8, {family}-32.")
+    return Slice(accelerator_type, family, devices=n, chips=n // 2, vms=n // 8)
+  if family in ("v4", "v5p"):
+    if n < 8 or n % 8:
+      raise UsageError(f"{accelerator_type}: {family} sizes count TensorCores (2 per chip, 4 chips "
+                       f"per VM), so they are multiples of 8: e.g. {family}-8, {family}-128.")
+    chips = n // _CORE_COUNTED[family]
+    return Slice(accelerator_type, family, devices=chips, chips=chips, vms=chips // 4)
+  if family in _CHIP_COUNTED:
+    gen = _CHIP_COUNTED[family]
+    if n not in _CHIP_COUNTED_SIZES:
+      raise UsageError(f"{accelerator_type}: {gen} slices have {_CHIP_COUNTED_SIZES} chips; pick "
+                       "one of those.")
+    return Slice(accelerator_type, gen, devices=n, chips=n, vms=1 if n <= 8 else n // 4)
+  raise UsageError(f"Unknown TPU generation {family!r} in {accelerator_type!r}; this launcher "
+                   "knows v2, v3, v4, v5p, v5litepod/v5e and v6e.")
+
+
+# --------------------------------------------------------------------------------------------
+# The trainer config: load like ml_collections.config_flags, apply --config.x=y overrides.
+# --------------------------------------------------------------------------------------------
+def load_config(config_arg: str, overrides: Sequence[str] = ()):
+  """Loads ``path.py[:arg]`` (its ``get_config([arg])``) and applies ``--config.k=v`` overrides."""
+  path, arg = _split_config_arg(config_arg)
+  if not os.path.isfile(path) and os.path.isfile(REPO_ROOT / path):
+    path = str(REPO_ROOT / path)
+  if not os.path.isfile(path):
+    raise UsageError(f"--config {config_arg!r}: no such file. Pass a config file path, e.g. "
+                     "--config=configs/bert_base_phase1.py (relative to the repository root).")
+  if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))  # the configs import lamb_optax
+  spec = importlib.util.spec_from_file_location(f"_tpu_pod_config_{abs(hash(path))}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise UsageError(f"{path} has no get_config(); it is not an ml_collections config file.")
+  config = module.get_config() if arg is None else module.get_config(arg)
+  for override in overrides:
+    apply_override(config, override)
+  return config
+
+
+def _split_config_arg(config_arg: str) -> tuple[str, Optional[str]]:
+  """``configs/lamb_paper.py:32768`` -> (path, "32768"), as ml_collections.config_flags reads it."""
+  if ":" in config_arg and not os.path.isfile(config_arg):
+    path, arg = config_arg.rsplit(":", 1)
+    return path, arg
+  return config_arg, None
+
+
+def remote_config_arg(config_arg: str) -> str:
+  """The config path as the workers see it: relative to the repository they cloned."""
+  path, arg = _split_config_arg(config_arg)
+  p = pathlib.Path(path)
+  if p.is_absolute():
+    try:
+      p = p.resolve().relative_to(REPO_ROOT)
+    except ValueError:
+      raise UsageError(
+          f"--config {path} is outside the repository; the workers only have their clone of it. "
+          "Put the config under configs/ (committed and pushed before `setup`), and pass it "
+          "relative to the repository root.") from None
+  return p.as_posix() + ("" if arg is None else f":{arg}")
+
+
+def split_override(override: str) -> tuple[str, str]:
+  if not override.startswith("--config.") or "=" not in override:
+    raise UsageError(f"Unrecognised argument {override!r}: config overrides are written "
+                     "--config.KEY=VALUE (with '=', e.g. --config.global_batch_size=8192).")
+  key, value = override[len("--config."):].split("=", 1)
+  return key, value
+
+
+def _cast(value: str, like):
+  if isinstance(like, bool):
+    if value.lower() in ("true", "1", "yes"):
+      return True
+    if value.lower() in ("false", "0", "no"):
+      return False
+    raise ValueError(f"expected true/false, got {value!r}")
+  if isinstance(like, int):
+    return int(value)
+  if isinstance(like, float):
+    return float(value)
+  if isinstance(like, str):
+    return value
+  try:
+    return ast.literal_eval(value)
+  except (ValueError, SyntaxError):
+    return value
+
+
+def apply_override(config, override: str) -> None:
+  """Sets one ``--config.a.b=v`` on a ConfigDict, typed like the value it replaces."""
+  key, value = split_override(override)
+  *parents, leaf = key.split(".")
+  node = config
+  for i, part in enumerate(parents):
+    if part not in node:
+      raise UsageError(f"--config.{key}: the config has no key {'.'.join(parents[:i + 1])!r}.")
+    node = node[part]
+  # model.overrides and optimizer.kwargs are open dicts; elsewhere the key must exist.
+  open_dict = parents and parents[-1] in ("overrides", "kwargs")
+  if leaf not in node and not open_dict:
+    raise UsageError(f"--config.{key}: the config has no key {key!r}. Check the spelling "
+                     "(the trainer reads the keys of lamb_optax.train.config.default_config()).")
+  old = node[leaf] if leaf in node else None
+  if hasattr(old, "items"):
+    raise UsageError(f"--config.{key} names a sub-config; set one of its keys instead.")
+  try:
+    node[leaf] = _cast(value, old)
+  except (ValueError, TypeError) as e:
+    raise UsageError(f"--config.{key}={value}: {e}.") from None
+
+
+def data_parallel_devices(mesh, devices: int) -> int:
+  """``data × fsdp`` of the trainer's mesh (one axis may be -1 = the rest) on ``devices``."""
+  sizes = {k: int(mesh.get(k, 1)) for k in ("data", "fsdp", "tensor")}
+  if list(sizes.values()).count(-1) > 1:
+    raise UsageError(f"config.mesh {sizes}: at most one axis may be -1.")
+  known = 1
+  for s in sizes.values():
+    known *= 1 if s == -1 else s
+  if devices % known:
+    raise UsageError(f"config.mesh {sizes} needs a multiple of {known} devices; the slice has "
+                     f"{devices}. Change --config.mesh.* or the accelerator type.")
+  for k, s in sizes.items():
+    if s == -1:
+      sizes[k] = devices // known
+  if sizes["data"] * sizes["fsdp"] * sizes["tensor"] != devices:
+    raise UsageError(f"config.mesh {sizes} uses {sizes['data'] * sizes['fsdp'] * sizes['tensor']} "
+                     f"devices, the slice has {devices}; set one axis to -1.")
+  return sizes["data"] * sizes["fsdp"]
+
+
+def check_batch(global_batch: int, micro_batch: int, slice_: Slice, mesh=None) -> int:
+  """As lamb_optax.train.config.plan_batches: returns the number of micro-batches per step.
+
+  >>> check_batch(32768, 128, parse_accelerator("v4-128"))
+  4
+  """
+  d = data_parallel_devices(mesh or {"data": -1}, slice_.devices)
+  g, b = global_batch, micro_batch
+  if g < 1 or b < 1:
+    raise UsageError(f"global_batch_size ({g}) and micro_batch_size ({b}) must be positive.")
+  if g % (d * b):
+    good = [m for m in range(1, b + 1) if g % (d * m) == 0]
+    fix = (f"--config.micro_batch_size={max(good)}" if good else
+           f"a global batch that is a multiple of {d}")
+    raise UsageError(
+        f"global_batch_size {g} is not divisible by {slice_.accelerator_type}'s {d} data-parallel "
+        f"devices × micro_batch_size {b} = {d * b}. Use {fix}, a global batch that is a "
+        f"multiple of {d * b}, or a slice whose device count divides {g // b}.")
+  if g % slice_.vms:
+    raise UsageError(f"global_batch_size {g} is not divisible by the slice's {slice_.vms} hosts.")
+  return g // (d * b)
+
+
+def _looks_local(path: str) -> bool:
+  return bool(path) and (path.startswith(("/", "~", "./", "../", "file:")) or
+                         (os.sep in path and "://" not in path))
+
+
+def check_run(config, slice_: Slice, workdir: str, allow_local_paths: bool = False) -> int:
+  """Every check ``run`` makes before touching gcloud; returns micro-batches per step."""
+  if not workdir:
+    raise UsageError("--workdir is required: a gs://BUCKET/RUN directory shared by all workers.")
+  n = check_batch(config.global_batch_size, config.micro_batch_size, slice_,
+                  dict(config.mesh) if "mesh" in config else None)
+  if slice_.multi_host and not allow_local_paths:
+    if not workdir.startswith("gs://"):
+      raise UsageError(
+          f"--workdir {workdir!r} is local, but {slice_.accelerator_type} has {slice_.vms} hosts "
+          "that must share checkpoints and metrics: use --workdir=gs://BUCKET/RUN (a GCS bucket "
+          "in the slice's region).")
+    paths = {"init_from": config.get("init_from", "")}
+    data = config.get("data", {})
+    paths["data.source"] = data.get("source", "")
+    paths["data.vocab_file"] = data.get("vocab_file", "")
+    paths["data.data_dir"] = data.get("data_dir", "")
+    for key, value in paths.items():
+      if _looks_local(value):
+        raise UsageError(
+            f"config.{key} = {value!r} is a local path, which the other {slice_.vms - 1} hosts "
+            f"of {slice_.accelerator_type} do not have: pass --config.{key}=gs://BUCKET/... "
+            "(or --allow-local-paths if every worker has a copy).")
+  return n
+
+
+# --------------------------------------------------------------------------------------------
+# Command construction: pure functions returning lists of argv lists.
+# --------------------------------------------------------------------------------------------
+def _where(zone: str, project: str) -> list[str]:
+  return [f"--zone={zone}", f"--project={project}"]
+
+
+def ssh_command(name: str, zone: str, project: str, worker: str, remote: str) -> list[str]:
+  return ["gcloud", "compute", "tpus", "tpu-vm", "ssh", name, *_where(zone, project),
+          f"--worker={worker}", f"--command={remote}"]
+
+
+def create_commands(name: str, slice_: Slice, zone: str, project: str, *,
+                    runtime: Optional[str] = None, queued: bool = False, spot: bool = False,
+                    preemptible: bool = False, reserved: bool = False) -> list[list[str]]:
+  if spot and preemptible:
+    raise UsageError("--spot and --preemptible exclude each other; Spot is the newer kind.")
+  if queued and preemptible:
+    raise UsageError("Queued resources take --spot, not --preemptible.")
+  runtime = runtime or DEFAULT_RUNTIME[slice_.generation]
+  if queued:
+    cmd = ["gcloud", "compute", "tpus", "queued-resources", "create", name, f"--node-id={name}",
+           *_where(zone, project), f"--accelerator-type={slice_.accelerator_type}",
+           f"--runtime-version={runtime}"]
+  else:
+    cmd = ["gcloud", "compute", "tpus", "tpu-vm", "create", name, *_where(zone, project),
+           f"--accelerator-type={slice_.accelerator_type}", f"--version={runtime}"]
+  cmd += ["--spot"] * spot + ["--preemptible"] * preemptible + ["--reserved"] * reserved
+  return [cmd]
+
+
+def setup_commands(name: str, zone: str, project: str, *, repo: str = DEFAULT_REPO_URL,
+                   ref: str = "main", extras: str = "tpu") -> list[list[str]]:
+  d = shlex.quote(REMOTE_DIR)
+  remote = "; ".join([
+      "set -e",
+      'cd "$HOME"',
+      f"if [ ! -d {d}/.git ]; then git clone --quiet {shlex.quote(repo)} {d}; fi",
+      f"cd {d}",
+      "git fetch --quiet origin",
+      f"git checkout --quiet {shlex.quote(ref)}",
+      "if git symbolic-ref -q HEAD >/dev/null; then git pull --quiet --ff-only; fi",
+      "python3 -m pip install --quiet --upgrade pip",
+      f"python3 -m pip install --quiet -e {shlex.quote(f'.[{extras}]')}",
+      "python3 -c 'import lamb_optax, jax; print(\"lamb_optax\", lamb_optax.__version__, "
+      "\"jax\", jax.__version__)'",
+  ])
+  return [ssh_command(name, zone, project, "all", remote)]
+
+
+def trainer_argv(config_arg: str, workdir: str, overrides: Sequence[str] = ()) -> list[str]:
+  """The command every worker runs (no --coordinator_address: JAX finds the TPU hosts)."""
+  return ["python3", "-m", "lamb_optax.train", f"--config={config_arg}", f"--workdir={workdir}",
+          *overrides]
+
+
+def run_commands(name: str, zone: str, project: str, config_arg: str, workdir: str,
+                 overrides: Sequence[str] = (), env: Sequence[str] = ()) -> list[list[str]]:
+  train = shlex.join(trainer_argv(config_arg, workdir, overrides))
+  env_prefix = "".join(f"{shlex.quote(e)} " for e in env)
+  pid, log = PID_FILE, LOG_FILE
+  remote = "; ".join([
+      'cd "$HOME"',
+      f"mkdir -p {LOG_DIR}",
+      f'if [ -f {pid} ] && kill -0 "$(cat {pid})" 2>/dev/null; then echo "$(hostname): a '
+      f'trainer is already running (pid $(cat {pid})); run stop first" >&2; exit 1; fi',
+      f'cd {shlex.quote(REMOTE_DIR)} || {{ echo "$(hostname): no ~/{REMOTE_DIR}; run setup first"'
+      " >&2; exit 1; }",
+      f'echo "=== $(date -u +%FT%TZ) $(hostname):" {shlex.quote(train)} >> "$HOME/{log}"',
+      # `&` ends the nohup command itself, so it is not followed by `;`.
+      f'nohup env {env_prefix}{train} >> "$HOME/{log}" 2>&1 < /dev/null & echo $! > "$HOME/{pid}"',
+      f'echo "$(hostname): started pid $!, log ~/{log}"',
+  ])
+  return [ssh_command(name, zone, project, "all", remote)]
+
+
+def status_commands(name: str, zone: str, project: str, queued: bool = False) -> list[list[str]]:
+  kind = "queued-resources" if queued else "tpu-vm"
+  remote = "; ".join([
+      'cd "$HOME"',
+      f'if [ -f {PID_FILE} ] && kill -0 "$(cat {PID_FILE})" 2>/dev/null; then echo "$(hostname):'
+      f' trainer running (pid $(cat {PID_FILE}))"; else echo "$(hostname): no trainer running";'
+      " fi",
+      f"tail -n 2 {LOG_FILE} 2>/dev/null || true",
+  ])
+  return [["gcloud", "compute", "tpus", kind, "describe", name, *_where(zone, project)],
+          ssh_command(name, zone, project, "all", remote)]
+
+
+def logs_commands(name: str, zone: str, project: str, worker: int = 0, lines: int = 100,
+                  follow: bool = False) -> list[list[str]]:
+  tail = ["tail", "-n", str(lines)] + (["-F"] if follow else []) + [LOG_FILE]
+  return [ssh_command(name, zone, project, str(worker), 'cd "$HOME"; ' + shlex.join(tail))]
+
+
+def stop_commands(name: str, zone: str, project: str, grace_seconds: int = 30) -> list[list[str]]:
+  pid = PID_FILE
+  remote = "; ".join([
+      'cd "$HOME"',
+      f'if [ -f {pid} ] && kill -0 "$(cat {pid})" 2>/dev/null; then P="$(cat {pid})"; kill "$P"; '
+      f'for i in $(seq {grace_seconds}); do kill -0 "$P" 2>/dev/null || break; sleep 1; done; '
+      'kill -9 "$P" 2>/dev/null || true; echo "$(hostname): stopped pid $P"; '
+      'else echo "$(hostname): no trainer running"; fi',
+      f"rm -f {pid}",
+  ])
+  return [ssh_command(name, zone, project, "all", remote)]
+
+
+def delete_commands(name: str, zone: str, project: str, queued: bool = False) -> list[list[str]]:
+  if queued:  # --force also deletes the TPU VM the queued resource made.
+    return [["gcloud", "compute", "tpus", "queued-resources", "delete", name,
+             *_where(zone, project), "--force", "--quiet"]]
+  return [["gcloud", "compute", "tpus", "tpu-vm", "delete", name, *_where(zone, project),
+           "--quiet"]]
+
+
+# --------------------------------------------------------------------------------------------
+# The CLI.
+# --------------------------------------------------------------------------------------------
+def _gcloud_config_value(prop: str) -> str:
+  out = subprocess.run(["gcloud", "config", "get-value", prop], capture_output=True, text=True,
+                       check=False)
+  value = out.stdout.strip()
+  return "" if value in ("", "(unset)") else value
+
+
+def resolve_where(args) -> tuple[str, str]:
+  """Project and zone from flags, the environment, or (not in dry-run) gcloud's config."""
+  if not args.dry_run and shutil.which("gcloud") is None:
+    raise UsageError("gcloud is not on PATH: install the Google Cloud CLI "
+                     "(https://cloud.google.com/sdk/docs/install) and run `gcloud auth login`, "
+                     "or use --dry-run to only print the commands.")
+  project = args.project or os.environ.get("CLOUDSDK_CORE_PROJECT", "")
+  zone = args.zone or os.environ.get("CLOUDSDK_COMPUTE_ZONE", "")
+  if not args.dry_run:
+    project = project or _gcloud_config_value("project")
+    zone = zone or _gcloud_config_value("compute/zone")
+  for flag, value, env, prop in (("--project", project, "CLOUDSDK_CORE_PROJECT", "project ID"),
+                                 ("--zone", zone, "CLOUDSDK_COMPUTE_ZONE", "compute/zone ZONE")):
+    if not value:
+      default = "" if args.dry_run else f", or set a default: `gcloud config set {prop}`"
+      raise UsageError(f"No {flag[2:]}: pass {flag} (or set ${env}){default}.")
+  return project, zone
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="tpu_pod.py", description=__doc__.split("\n\n")[0], allow_abbrev=False,
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = parser.add_subparsers(dest="command", required=True)
+
+  def add(name, help_):
+    p = sub.add_parser(name, help=help_, allow_abbrev=False)
+    p.add_argument("name", help="TPU VM (and queued resource) name")
+    p.add_argument("--zone", default=None, help="e.g. us-central2-b")
+    p.add_argument("--project", default=None, help="GCP project id")
+    p.add_argument("--dry-run", action="store_true", help="print the gcloud commands, run nothing")
+    return p
+
+  p = add("create", "create the slice (tpu-vm create, or a queued resource with --queued)")
+  p.add_argument("--accelerator-type", required=True, help="v4-128, v5p-128, v5litepod-256, ...")
+  p.add_argument("--version", "--runtime-version", dest="runtime", default=None,
+                 help="TPU VM software version (default by generation: "
+                 + ", ".join(f"{k}: {v}" for k, v in DEFAULT_RUNTIME.items()) + ")")
+  p.add_argument("--queued", action="store_true", help="gcloud compute tpus queued-resources")
+  p.add_argument("--spot", action="store_true", help="Spot capacity (can be preempted)")
+  p.add_argument("--preemptible", action="store_true", help="legacy preemptible (tpu-vm only)")
+  p.add_argument("--reserved", action="store_true", help="use a reservation")
+  p.add_argument("--config", default=None,
+                 help="optional: refuse to create a slice this config's batch does not fit")
+
+  p = add("setup", "clone the repository and pip install -e '.[tpu]' on every worker")
+  p.add_argument("--repo", default=DEFAULT_REPO_URL)
+  p.add_argument("--ref", default="main", help="branch, tag or commit to check out")
+  p.add_argument("--extras", default="tpu", help="pip extras to install")
+
+  p = add("run", "start the trainer on every worker (nohup, log per worker)")
+  p.add_argument("--accelerator-type", required=True,
+                 help="the slice's type, for the batch and host checks")
+  p.add_argument("--config", required=True, help="config file (relative to the repo root)")
+  p.add_argument("--workdir", required=True, help="gs://BUCKET/RUN (shared by all workers)")
+  p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                 help="environment variable for the trainer (repeatable)")
+  p.add_argument("--allow-local-paths", action="store_true",
+                 help="skip the gs:// checks on multi-host slices")
+
+  p = add("status", "describe the slice and say whether each worker's trainer runs")
+  p.add_argument("--queued", action="store_true", help="describe the queued resource")
+
+  p = add("logs", "tail one worker's trainer log")
+  p.add_argument("--worker", type=int, default=0)
+  p.add_argument("--lines", type=int, default=100)
+  p.add_argument("--follow", action="store_true")
+
+  p = add("stop", "stop the trainer on every worker (SIGTERM, then SIGKILL)")
+  p.add_argument("--grace-seconds", type=int, default=30)
+
+  p = add("delete", "delete the slice")
+  p.add_argument("--queued", action="store_true", help="delete the queued resource (and its VM)")
+  return parser
+
+
+def plan(argv: Sequence[str]) -> tuple[argparse.Namespace, list[list[str]]]:
+  """Parses ``argv``, runs every check, and returns the gcloud commands to run."""
+  parser = build_parser()
+  args, extra = parser.parse_known_args(argv)
+  overrides = list(extra)
+  for o in overrides:
+    split_override(o)  # raises on anything that is not --config.k=v
+  if overrides and args.command not in ("run", "create"):
+    raise UsageError(f"{args.command} takes no config overrides; got {overrides}.")
+  if overrides and args.command == "create" and not args.config:
+    raise UsageError("Config overrides on create need --config to apply to.")
+  if args.command == "run":
+    slice_ = parse_accelerator(args.accelerator_type)
+    for e in args.env:
+      if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", e):
+        raise UsageError(f"--env {e!r}: write KEY=VALUE.")
+    remote_config_arg(args.config)
+    check_run(load_config(args.config, overrides), slice_, args.workdir, args.allow_local_paths)
+  elif args.command == "create":
+    slice_ = parse_accelerator(args.accelerator_type)
+    if args.config:
+      config = load_config(args.config, overrides)
+      check_batch(config.global_batch_size, config.micro_batch_size, slice_,
+                  dict(config.mesh) if "mesh" in config else None)
+  elif args.command == "logs" and (args.worker < 0 or args.lines < 1):
+    raise UsageError("--worker must be >= 0 and --lines >= 1.")
+  project, zone = resolve_where(args)
+  name, c = args.name, args.command
+  if c == "create":
+    cmds = create_commands(name, slice_, zone, project, runtime=args.runtime, queued=args.queued,
+                           spot=args.spot, preemptible=args.preemptible, reserved=args.reserved)
+  elif c == "setup":
+    cmds = setup_commands(name, zone, project, repo=args.repo, ref=args.ref, extras=args.extras)
+  elif c == "run":
+    cmds = run_commands(name, zone, project, remote_config_arg(args.config), args.workdir,
+                        overrides, args.env)
+  elif c == "status":
+    cmds = status_commands(name, zone, project, queued=args.queued)
+  elif c == "logs":
+    cmds = logs_commands(name, zone, project, args.worker, args.lines, args.follow)
+  elif c == "stop":
+    cmds = stop_commands(name, zone, project, args.grace_seconds)
+  else:
+    cmds = delete_commands(name, zone, project, queued=args.queued)
+  return args, cmds
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  argv = sys.argv[1:] if argv is None else list(argv)
+  try:
+    args, cmds = plan(argv)
+  except UsageError as e:
+    print(f"tpu_pod.py: error: {e}", file=sys.stderr)
+    return 2
+  if args.dry_run:
+    for cmd in cmds:
+      print(shlex.join(cmd))
+    return 0
+  status = 0
+  for cmd in cmds:
+    print("+ " + shlex.join(cmd), file=sys.stderr, flush=True)
+    rc = subprocess.run(cmd, check=False).returncode
+    if rc:
+      print(f"tpu_pod.py: command failed with exit status {rc}", file=sys.stderr)
+      status = status or rc
+      if args.command != "status":  # status shows what it can, e.g. a queued slice not yet up
+        return rc
+  return status
+
+
+if __name__ == "__main__":
+  sys.exit(main())

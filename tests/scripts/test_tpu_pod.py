@@ -1,0 +1,362 @@
+"""scripts/tpu_pod.py: the gcloud commands each subcommand prints, the checks that refuse bad
+input before any gcloud call, and the remote shell snippets executed for real in a fake $HOME."""
+
+import importlib.util
+import os
+import pathlib
+import shlex
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("tpu_pod", ROOT / "scripts" / "tpu_pod.py")
+tpu_pod = importlib.util.module_from_spec(_spec)
+sys.modules["tpu_pod"] = tpu_pod  # dataclasses look their module up while the class is built
+_spec.loader.exec_module(tpu_pod)
+
+WHERE = ["--zone=us-central2-b", "--project=my-proj"]
+DATA = ["--config.data.source=gs://b/bert_data_128", "--config.data.vocab_file=gs://b/vocab.txt"]
+
+
+@pytest.fixture(autouse=True)
+def _no_gcloud_defaults(monkeypatch):
+  monkeypatch.delenv("CLOUDSDK_CORE_PROJECT", raising=False)
+  monkeypatch.delenv("CLOUDSDK_COMPUTE_ZONE", raising=False)
+
+
+def dry_run(capsys, *argv):
+  rc = tpu_pod.main([*argv, "--dry-run"])
+  out, err = capsys.readouterr()
+  assert rc == 0, err
+  return [shlex.split(line) for line in out.splitlines()]
+
+
+def refused(capsys, *argv):
+  rc = tpu_pod.main(list(argv))
+  out, err = capsys.readouterr()
+  assert rc == 2 and not out, (rc, out)
+  return err
+
+
+def remote(cmd):
+  (arg,) = [a for a in cmd if a.startswith("--command=")]
+  return arg[len("--command="):]
+
+
+@pytest.mark.parametrize("accel, devices, chips, vms", [
+    ("v2-8", 8, 4, 1), ("v3-32", 32, 16, 4), ("v4-8", 4, 4, 1), ("v4-128", 64, 64, 16),
+    ("v4-1024", 512, 512, 128), ("v5p-8", 4, 4, 1), ("v5p-1024", 512, 512, 128),
+    ("v5litepod-1", 1, 1, 1), ("v5litepod-8", 8, 8, 1), ("v5litepod-16", 16, 16, 4),
+    ("v5e-256", 256, 256, 64), ("v6e-8", 8, 8, 1), ("v6e-256", 256, 256, 64)])
+def test_parse_accelerator(accel, devices, chips, vms):
+  s = tpu_pod.parse_accelerator(accel)
+  assert (s.devices, s.chips, s.vms) == (devices, chips, vms)
+  assert s.multi_host == (vms > 1)
+
+
+@pytest.mark.parametrize("accel", ["v4", "v4-12", "v5litepod-12", "v6e-512", "v7x-8", "tpu-8", ""])
+def test_parse_accelerator_refuses(accel):
+  with pytest.raises(tpu_pod.UsageError, match="accelerator-type|multiples|slices have|Unknown"):
+    tpu_pod.parse_accelerator(accel)
+
+
+def test_create_dry_run(capsys):
+  (cmd,) = dry_run(capsys, "create", "bert", "--accelerator-type=v4-128", *WHERE)
+  assert cmd == ["gcloud", "compute", "tpus", "tpu-vm", "create", "bert", *WHERE,
+                 "--accelerator-type=v4-128", "--version=tpu-ubuntu2204-base"]
+  (cmd,) = dry_run(capsys, "create", "bert", "--accelerator-type=v4-128", *WHERE, "--preemptible")
+  assert cmd[-1] == "--preemptible"
+
+
+def test_create_queued_spot_dry_run(capsys):
+  (cmd,) = dry_run(capsys, "create", "bert", "--accelerator-type=v5p-128", *WHERE, "--queued",
+                   "--spot")
+  assert cmd == ["gcloud", "compute", "tpus", "queued-resources", "create", "bert",
+                 "--node-id=bert", *WHERE, "--accelerator-type=v5p-128",
+                 "--runtime-version=v2-alpha-tpuv5", "--spot"]
+  (cmd,) = dry_run(capsys, "create", "x", "--accelerator-type=v6e-256", *WHERE,
+                   "--runtime-version=my-image")
+  assert "--version=my-image" in cmd
+
+
+def test_create_checks_config_batch(capsys):
+  err = refused(capsys, "create", "bert", "--accelerator-type=v4-8", *WHERE, "--dry-run",
+                "--config=configs/bert_large_phase1.py", "--config.global_batch_size=100")
+  assert "global_batch_size 100" in err
+  (cmd,) = dry_run(capsys, "create", "bert", "--accelerator-type=v4-1024", *WHERE,
+                   "--config=configs/bert_large_phase1.py")
+  assert cmd[4] == "create"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--spot", "--preemptible"], "exclude each other"),
+    (["--queued", "--preemptible"], "take --spot"),
+])
+def test_create_refuses_flag_mix(capsys, flags, message):
+  assert message in refused(capsys, "create", "b", "--accelerator-type=v4-8", *WHERE,
+                            "--dry-run", *flags)
+
+
+def test_setup_dry_run(capsys):
+  (cmd,) = dry_run(capsys, "setup", "bert", *WHERE, "--repo=https://example.com/r.git",
+                   "--ref=v0.1")
+  assert cmd[:9] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "bert", *WHERE, "--worker=all"]
+  script = remote(cmd)
+  assert "git clone --quiet https://example.com/r.git lamb_optax" in script
+  assert "git checkout --quiet v0.1" in script
+  assert "python3 -m pip install --quiet -e '.[tpu]'" in script
+
+
+def test_run_dry_run(capsys):
+  (cmd,) = dry_run(capsys, "run", "bert", "--accelerator-type=v4-128", *WHERE,
+                   "--config=configs/bert_base_phase1.py", "--workdir=gs://b/base_p1", *DATA,
+                   "--env=LIBTPU_INIT_ARGS=--xla_tpu_enable_async_all_gather=true")
+  assert cmd[:9] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "bert", *WHERE, "--worker=all"]
+  script = remote(cmd)
+  train = shlex.join(["python3", "-m", "lamb_optax.train", "--config=configs/bert_base_phase1.py",
+                      "--workdir=gs://b/base_p1", *DATA])
+  assert f"nohup env LIBTPU_INIT_ARGS=--xla_tpu_enable_async_all_gather=true {train} >> " in script
+  assert "coordinator_address" not in script
+  assert '"$HOME/lamb_optax_logs/train.log" 2>&1 < /dev/null & echo $! >' in script
+
+
+def test_run_config_path_is_made_repo_relative(capsys):
+  (cmd,) = dry_run(capsys, "run", "b", "--accelerator-type=v4-8", *WHERE,
+                   f"--config={ROOT / 'configs' / 'tiny.py'}", "--workdir=/tmp/w",
+                   "--config.micro_batch_size=4")
+  assert "--config=configs/tiny.py " in remote(cmd)
+
+
+def test_run_accepts_config_argument(capsys):
+  (cmd,) = dry_run(capsys, "run", "b", "--accelerator-type=v4-1024", *WHERE,
+                   "--config=configs/lamb_paper.py:32768", "--workdir=gs://b/w", *DATA)
+  assert "--config=configs/lamb_paper.py:32768" in remote(cmd)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--accelerator-type=v4-128", "--config=configs/bert_base_phase1.py",
+      "--config.global_batch_size=1000"], "multiple of 64"),  # 1000 % (64*m): none fits
+    (["--accelerator-type=v5litepod-256", "--config=configs/bert_base_phase1.py",
+      "--config.micro_batch_size=96"], "Use --config.micro_batch_size=64"),
+    (["--accelerator-type=v4-128", "--config=configs/bert_base_phase1.py",
+      "--workdir=/tmp/run"], "use --workdir=gs://BUCKET/RUN"),
+    (["--accelerator-type=v4-128", "--config=configs/bert_base_phase2.py"],
+     "--config.init_from=gs://"),  # the config's default init_from is /tmp/...
+    (["--accelerator-type=v4-128", "--config=configs/bert_base_phase1.py",
+      "--config.data.vocab_file=/data/vocab.txt"], "--config.data.vocab_file=gs://"),
+    (["--accelerator-type=v4-128", "--config=configs/nope.py"], "no such file"),
+    (["--accelerator-type=v4-128", "--config=configs/bert_base_phase1.py",
+      "--config.global_batch_szie=4"], "no key 'global_batch_szie'"),
+    (["--accelerator-type=v4-128", "--config=configs/bert_base_phase1.py",
+      "--config.global_batch_size", "4"], "--config.KEY=VALUE"),
+    (["--accelerator-type=v4-128", "--config=configs/bert_base_phase1.py",
+      "--config.mesh.tensor=3"], "multiple of 3 devices"),
+    (["--accelerator-type=v4-128", "--config=/etc/passwd.py"], "outside the repository"),
+    (["--accelerator-type=v9-8", "--config=configs/bert_base_phase1.py"], "Unknown TPU"),
+])
+def test_run_refuses_bad_input(capsys, argv, message):
+  if not any(a.startswith("--workdir") for a in argv):
+    argv = [*argv, "--workdir=gs://b/w"]
+  err = refused(capsys, "run", "bert", *WHERE, "--dry-run", *DATA, *argv)
+  assert message in err, err
+
+
+def test_run_global_batch_remedy_fits(capsys):
+  # The suggested micro-batch really fits (checked by the same rule as the trainer).
+  err = refused(capsys, "run", "b", "--accelerator-type=v5litepod-256", *WHERE, "--dry-run",
+                "--config=configs/bert_base_phase1.py", "--workdir=gs://b/w", *DATA,
+                "--config.micro_batch_size=96")
+  assert "micro_batch_size=64" in err
+  dry_run(capsys, "run", "b", "--accelerator-type=v5litepod-256", *WHERE,
+          "--config=configs/bert_base_phase1.py", "--workdir=gs://b/w", *DATA,
+          "--config.micro_batch_size=64")
+
+
+def test_check_batch_matches_trainer_plan():
+  """Same verdicts as lamb_optax.train.config.plan_batches for data-parallel meshes."""
+  from lamb_optax.train import config as config_lib  # pylint: disable=import-outside-toplevel
+  for accel in ("v4-8", "v4-128", "v5litepod-16", "v6e-256"):
+    s = tpu_pod.parse_accelerator(accel)
+    for g, b in ((32768, 128), (65536, 32), (1000, 8), (4096, 48), (256, 4)):
+      c = config_lib.default_config()
+      c.global_batch_size, c.micro_batch_size = g, b
+      try:
+        want = config_lib.plan_batches(c, s.devices, s.vms).num_micro_batches
+      except ValueError:
+        want = None
+      try:
+        got = tpu_pod.check_batch(g, b, s)
+      except tpu_pod.UsageError:
+        got = None
+      assert got == want, (accel, g, b)
+
+
+def test_local_workdir_is_fine_on_one_host(capsys):
+  (cmd,) = dry_run(capsys, "run", "b", "--accelerator-type=v5litepod-8", *WHERE,
+                   "--config=configs/tiny.py", "--workdir=/tmp/lamb_tiny",
+                   "--config.micro_batch_size=8")
+  assert "--workdir=/tmp/lamb_tiny" in remote(cmd)
+
+
+def test_allow_local_paths(capsys):
+  dry_run(capsys, "run", "b", "--accelerator-type=v4-32", *WHERE, "--allow-local-paths",
+          "--config=configs/bert_base_phase2.py", "--workdir=/nfs/run",
+          "--config.micro_batch_size=8")
+
+
+def test_status_logs_stop_delete_dry_run(capsys):
+  describe, ssh = dry_run(capsys, "status", "bert", *WHERE)
+  assert describe == ["gcloud", "compute", "tpus", "tpu-vm", "describe", "bert", *WHERE]
+  assert ssh[8] == "--worker=all" and "train.pid" in remote(ssh)
+  describe, _ = dry_run(capsys, "status", "bert", *WHERE, "--queued")
+  assert describe[3:5] == ["queued-resources", "describe"]
+
+  (cmd,) = dry_run(capsys, "logs", "bert", *WHERE, "--worker=3", "--lines=20", "--follow")
+  assert cmd[8] == "--worker=3"
+  assert remote(cmd) == 'cd "$HOME"; tail -n 20 -F lamb_optax_logs/train.log'
+
+  (cmd,) = dry_run(capsys, "stop", "bert", *WHERE)
+  assert cmd[8] == "--worker=all" and 'kill "$P"' in remote(cmd)
+
+  (cmd,) = dry_run(capsys, "delete", "bert", *WHERE)
+  assert cmd == ["gcloud", "compute", "tpus", "tpu-vm", "delete", "bert", *WHERE, "--quiet"]
+  (cmd,) = dry_run(capsys, "delete", "bert", *WHERE, "--queued")
+  assert cmd == ["gcloud", "compute", "tpus", "queued-resources", "delete", "bert", *WHERE,
+                 "--force", "--quiet"]
+
+
+def test_project_and_zone_from_environment(capsys, monkeypatch):
+  monkeypatch.setenv("CLOUDSDK_CORE_PROJECT", "env-proj")
+  monkeypatch.setenv("CLOUDSDK_COMPUTE_ZONE", "europe-west4-a")
+  (cmd,) = dry_run(capsys, "delete", "bert")
+  assert "--project=env-proj" in cmd and "--zone=europe-west4-a" in cmd
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--zone=z"], "pass --project (or set $CLOUDSDK_CORE_PROJECT)"),
+    (["--project=p"], "pass --zone (or set $CLOUDSDK_COMPUTE_ZONE)"),
+])
+def test_dry_run_needs_project_and_zone(capsys, argv, message):
+  assert message in refused(capsys, "stop", "bert", "--dry-run", *argv)
+
+
+def test_overrides_only_where_they_mean_something(capsys):
+  assert "takes no config overrides" in refused(capsys, "stop", "b", *WHERE, "--dry-run",
+                                                "--config.seed=1")
+  assert "--config.KEY=VALUE" in refused(capsys, "stop", "b", *WHERE, "--dry-run", "--bogus")
+
+
+def _fake_gcloud(tmp_path, project="", zone=""):
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  log = tmp_path / "gcloud_calls.txt"
+  script = bin_dir / "gcloud"
+  script.write_text(
+      "#!/bin/sh\n"
+      f'printf "%s\\n" "$*" >> {shlex.quote(str(log))}\n'
+      'if [ "$1 $2" = "config get-value" ]; then\n'
+      f'  case "$3" in project) echo {shlex.quote(project)};; compute/zone) echo {shlex.quote(zone)};; esac\n'
+      "fi\n")
+  script.chmod(0o755)
+  return bin_dir, log
+
+
+def test_missing_gcloud_is_refused(capsys, monkeypatch, tmp_path):
+  monkeypatch.setenv("PATH", str(tmp_path))  # no gcloud here
+  err = refused(capsys, "delete", "bert", *WHERE)
+  assert "gcloud is not on PATH" in err and "--dry-run" in err
+
+
+def test_real_run_uses_gcloud_config_defaults(capsys, monkeypatch, tmp_path):
+  bin_dir, log = _fake_gcloud(tmp_path, project="cfg-proj", zone="us-east5-a")
+  monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+  assert tpu_pod.main(["delete", "bert"]) == 0
+  calls = log.read_text().splitlines()
+  assert calls == ["config get-value project", "config get-value compute/zone",
+                   "compute tpus tpu-vm delete bert --zone=us-east5-a --project=cfg-proj --quiet"]
+
+
+def test_real_run_refuses_without_defaults_before_acting(capsys, monkeypatch, tmp_path):
+  bin_dir, log = _fake_gcloud(tmp_path)
+  monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+  err = refused(capsys, "delete", "bert")
+  assert "gcloud config set project" in err
+  assert all(c.startswith("config get-value") for c in log.read_text().splitlines())
+
+
+def test_bad_batch_refused_before_any_gcloud_call(capsys, monkeypatch, tmp_path):
+  bin_dir, log = _fake_gcloud(tmp_path, project="p", zone="z")
+  monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+  refused(capsys, "run", "b", "--accelerator-type=v4-128", "--config=configs/bert_base_phase1.py",
+          "--workdir=gs://b/w", *DATA, "--config.global_batch_size=1000")
+  assert not log.exists()
+
+
+# The remote snippets, executed by bash in a fake $HOME with a fake python3 that just sleeps.
+def _bash(script, home, path):
+  return subprocess.run(["bash", "-c", script], env={"HOME": str(home), "PATH": path},
+                        capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_remote_run_status_stop_scripts(tmp_path):
+  home = tmp_path / "home"
+  (home / "lamb_optax").mkdir(parents=True)
+  fake = tmp_path / "fakebin"
+  fake.mkdir()
+  (fake / "python3").write_text('#!/bin/sh\necho "trainer args: $*"\nexec sleep 60\n')
+  (fake / "python3").chmod(0o755)
+  path = f"{fake}{os.pathsep}/usr/bin{os.pathsep}/bin"
+  where = ("z", "p")
+  (run,) = tpu_pod.run_commands("b", *where, "configs/tiny.py", "gs://b/w",
+                                ["--config.data.source=it's $HOME"], ["FOO=1"])
+  (status,) = tpu_pod.status_commands("b", *where)[1:]
+  (stop,) = tpu_pod.stop_commands("b", *where, grace_seconds=5)
+  (logs,) = tpu_pod.logs_commands("b", *where, lines=5)
+
+  r = _bash(remote(run), home, path)
+  assert r.returncode == 0 and "started pid" in r.stdout, r.stderr
+  pid = int((home / "lamb_optax_logs" / "train.pid").read_text())
+  try:
+    log = home / "lamb_optax_logs" / "train.log"
+    for _ in range(100):
+      if "trainer args" in log.read_text():
+        break
+      time.sleep(0.05)
+    text = log.read_text()
+    assert ("trainer args: -m lamb_optax.train --config=configs/tiny.py --workdir=gs://b/w "
+            "--config.data.source=it's $HOME") in text  # quoting survives the remote shell
+    assert "=== " in text
+    assert "trainer running" in _bash(remote(status), home, path).stdout
+    assert "trainer args" in _bash(remote(logs), home, path).stdout
+    again = _bash(remote(run), home, path)  # a second run refuses while one is running
+    assert again.returncode == 1 and "already running" in again.stderr
+    r = _bash(remote(stop), home, path)
+    assert f"stopped pid {pid}" in r.stdout, r
+  finally:
+    try:
+      os.kill(pid, 9)
+    except ProcessLookupError:
+      pass
+  assert "no trainer running" in _bash(remote(status), home, path).stdout
+  assert "no trainer running" in _bash(remote(stop), home, path).stdout
+
+
+def test_remote_run_without_setup(tmp_path):
+  (run,) = tpu_pod.run_commands("b", "z", "p", "configs/tiny.py", "/tmp/w")
+  r = _bash(remote(run), tmp_path, "/usr/bin:/bin")
+  assert r.returncode == 1 and "run setup first" in r.stderr
+
+
+def test_help_runs():
+  r = subprocess.run([sys.executable, str(ROOT / "scripts" / "tpu_pod.py"), "--help"],
+                     capture_output=True, text=True, check=False, timeout=60)
+  assert r.returncode == 0 and "create" in r.stdout and "delete" in r.stdout
+
+
+def test_docstring_examples():
+  import doctest  # pylint: disable=import-outside-toplevel
+  result = doctest.testmod(tpu_pod, optionflags=doctest.ELLIPSIS)
+  assert result.attempted >= 3 and not result.failed
