@@ -14,27 +14,14 @@ Run (then configs/bert_base_phase2.py):
       --workdir=gs://BUCKET/bert_base_phase1
 """
 
-from lamb_optax import schedules
-from lamb_optax.train.config import default_config
+from lamb_optax.train.config import paper_lamb_phase
 
 GLOBAL_BATCH, STEPS, SEQ, PREDICTIONS = 32768, 14063, 128, 20
 
 
 def get_config():
-  config = default_config()
-  config.model.preset = "base"
-  config.model.dtype = "bfloat16"
-  config.optimizer.name = "lamb"
-  config.optimizer.kwargs.weight_decay = 0.01
-  config.optimizer.kwargs.eps = 1e-6
-  config.global_batch_size = GLOBAL_BATCH
-  config.micro_batch_size = 128  # per chip: 32,768 = 64 chips (v4-128) x 128 x 4 micro-batches
-  config.num_train_steps = STEPS
-  config.learning_rate = schedules.paper_learning_rate(GLOBAL_BATCH)
-  config.warmup_steps = round(schedules.paper_warmup_ratio(GLOBAL_BATCH) * STEPS)
-  config.data.seq_length = SEQ
-  config.data.max_predictions = PREDICTIONS
-  config.log_every_steps = 50
-  config.eval_every_steps = 1000
-  config.checkpoint_every_steps = 500
+  # Per chip: 32,768 = 64 chips (v4-128) x 128 x 4 micro-batches.
+  config = paper_lamb_phase("base", global_batch_size=GLOBAL_BATCH, num_train_steps=STEPS,
+                            seq_length=SEQ, max_predictions=PREDICTIONS,
+                            micro_batch_size=128)
   return config

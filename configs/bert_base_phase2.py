@@ -12,28 +12,14 @@ Run (after phase 1):
       --workdir=gs://BUCKET/bert_base_phase2
 """
 
-from lamb_optax import schedules
-from lamb_optax.train.config import default_config
+from lamb_optax.train.config import paper_lamb_phase
 
 GLOBAL_BATCH, STEPS, SEQ, PREDICTIONS = 32768, 1562, 512, 80
 
 
 def get_config():
-  config = default_config()
-  config.model.preset = "base"
-  config.model.dtype = "bfloat16"
-  config.optimizer.name = "lamb"
-  config.optimizer.kwargs.weight_decay = 0.01
-  config.optimizer.kwargs.eps = 1e-6
-  config.global_batch_size = GLOBAL_BATCH
-  config.micro_batch_size = 32  # per chip: 32,768 = 64 chips (v4-128) x 32 x 16 micro-batches
-  config.num_train_steps = STEPS
-  config.learning_rate = schedules.paper_learning_rate(GLOBAL_BATCH)
-  config.warmup_steps = round(schedules.paper_warmup_ratio(GLOBAL_BATCH) * STEPS)
-  config.data.seq_length = SEQ
-  config.data.max_predictions = PREDICTIONS
-  config.init_from = "/tmp/bert_base_phase1"  # override with --config.init_from
-  config.log_every_steps = 50
-  config.eval_every_steps = 500
-  config.checkpoint_every_steps = 250
+  # Per chip: 32,768 = 64 chips (v4-128) x 32 x 16 micro-batches.
+  config = paper_lamb_phase("base", global_batch_size=GLOBAL_BATCH, num_train_steps=STEPS,
+                            seq_length=SEQ, max_predictions=PREDICTIONS,
+                            micro_batch_size=32, init_from="/tmp/bert_base_phase1")
   return config

@@ -16,27 +16,14 @@ Run (then configs/bert_large_phase2.py):
       --workdir=gs://BUCKET/bert_large_phase1
 """
 
-from lamb_optax import schedules
-from lamb_optax.train.config import default_config
+from lamb_optax.train.config import paper_lamb_phase
 
 GLOBAL_BATCH, STEPS, SEQ, PREDICTIONS = 65536, 7038, 128, 20
 
 
 def get_config():
-  config = default_config()
-  config.model.preset = "large"
-  config.model.dtype = "bfloat16"
-  config.optimizer.name = "lamb"
-  config.optimizer.kwargs.weight_decay = 0.01
-  config.optimizer.kwargs.eps = 1e-6
-  config.global_batch_size = GLOBAL_BATCH
-  config.micro_batch_size = 32  # per chip: 65,536 = 512 chips (v4-1024) x 32 x 4 micro-batches
-  config.num_train_steps = STEPS
-  config.learning_rate = schedules.paper_learning_rate(GLOBAL_BATCH)
-  config.warmup_steps = round(schedules.paper_warmup_ratio(GLOBAL_BATCH) * STEPS)
-  config.data.seq_length = SEQ
-  config.data.max_predictions = PREDICTIONS
-  config.log_every_steps = 50
-  config.eval_every_steps = 1000
-  config.checkpoint_every_steps = 500
+  # Per chip: 65,536 = 512 chips (v4-1024) x 32 x 4 micro-batches.
+  config = paper_lamb_phase("large", global_batch_size=GLOBAL_BATCH, num_train_steps=STEPS,
+                            seq_length=SEQ, max_predictions=PREDICTIONS,
+                            micro_batch_size=32)
   return config

@@ -13,29 +13,15 @@ Run (after phase 1):
       --workdir=gs://BUCKET/bert_large_phase2
 """
 
-from lamb_optax import schedules
-from lamb_optax.train.config import default_config
+from lamb_optax.train.config import paper_lamb_phase
 
 GLOBAL_BATCH, STEPS, SEQ, PREDICTIONS = 32768, 1561, 512, 80
 
 
 def get_config():
-  config = default_config()
-  config.model.preset = "large"
-  config.model.dtype = "bfloat16"
+  # Per chip: 32,768 = 512 chips (v4-1024) x 8 x 8 micro-batches.
+  config = paper_lamb_phase("large", global_batch_size=GLOBAL_BATCH, num_train_steps=STEPS,
+                            seq_length=SEQ, max_predictions=PREDICTIONS,
+                            micro_batch_size=8, init_from="/tmp/bert_large_phase1")
   config.model.remat = "dots"  # seq 512 activations; trades ~20% compute for memory
-  config.optimizer.name = "lamb"
-  config.optimizer.kwargs.weight_decay = 0.01
-  config.optimizer.kwargs.eps = 1e-6
-  config.global_batch_size = GLOBAL_BATCH
-  config.micro_batch_size = 8  # per chip: 32,768 = 512 chips (v4-1024) x 8 x 8 micro-batches
-  config.num_train_steps = STEPS
-  config.learning_rate = schedules.paper_learning_rate(GLOBAL_BATCH)
-  config.warmup_steps = round(schedules.paper_warmup_ratio(GLOBAL_BATCH) * STEPS)
-  config.data.seq_length = SEQ
-  config.data.max_predictions = PREDICTIONS
-  config.init_from = "/tmp/bert_large_phase1"  # override with --config.init_from
-  config.log_every_steps = 50
-  config.eval_every_steps = 500
-  config.checkpoint_every_steps = 250
   return config

@@ -58,10 +58,46 @@ def default_config() -> ml_collections.ConfigDict:
       worker_count=0,
       data_dir="",  # where the embedded corpus is built/cached; default: <workdir>/data
       embedded_max_documents=0,  # 0 = the whole embedded corpus (tests use a few documents)
+      embedded_dupe_factor=5,  # copies with different pairs/masks (~3,300 examples each)
   ))
   # Mesh axis sizes; -1 fills with the remaining devices.
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   return c
+
+
+def paper_lamb_phase(preset: str, *, global_batch_size: int, num_train_steps: int,
+                     seq_length: int, max_predictions: int, micro_batch_size: int,
+                     init_from: str = "") -> ml_collections.ConfigDict:
+  """One phase of the paper's LAMB BERT pretraining, the base of ``configs/bert_*_phase*.py``.
+
+  LAMB with weight decay 0.01 and ε 1e-6, bfloat16 compute, the learning rate and warmup of the
+  paper's square-root rule for ``global_batch_size`` (:func:`lamb_optax.schedules.
+  paper_learning_rate` / ``paper_warmup_ratio``), linear decay; ``init_from`` for phase 2.
+
+  >>> config = paper_lamb_phase("base", global_batch_size=32768, num_train_steps=100,
+  ...                           seq_length=128, max_predictions=20, micro_batch_size=128)
+  >>> config.learning_rate, config.warmup_steps
+  (0.005, 20)
+  """
+  from lamb_optax import schedules  # pylint: disable=g-import-not-at-top
+  config = default_config()
+  config.model.preset = preset
+  config.model.dtype = "bfloat16"
+  config.optimizer.name = "lamb"
+  config.optimizer.kwargs.weight_decay = 0.01
+  config.optimizer.kwargs.eps = 1e-6
+  config.global_batch_size = global_batch_size
+  config.micro_batch_size = micro_batch_size
+  config.num_train_steps = num_train_steps
+  config.learning_rate = schedules.paper_learning_rate(global_batch_size)
+  config.warmup_steps = round(schedules.paper_warmup_ratio(global_batch_size) * num_train_steps)
+  config.data.seq_length = seq_length
+  config.data.max_predictions = max_predictions
+  config.init_from = init_from
+  config.log_every_steps = 50
+  config.eval_every_steps = 1000 if seq_length <= 128 else 500
+  config.checkpoint_every_steps = 500 if seq_length <= 128 else 250
+  return config
 
 
 def _model_overrides() -> ml_collections.ConfigDict:

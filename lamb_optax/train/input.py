@@ -79,6 +79,7 @@ def prepare_embedded_data(config: ml_collections.ConfigDict,
   data_dir = d.data_dir or (os.path.join(workdir, "data") if "://" not in workdir else
                             os.path.expanduser("~/.cache/lamb_optax/data"))
   return data_lib.prepare_embedded(data_dir, masking=_masking(config),
+                                   dupe_factor=d.embedded_dupe_factor,
                                    max_documents=d.embedded_max_documents or None)
 
 

@@ -151,7 +151,7 @@ def _train(config, plan, task, tx, learning_rate, state, state_shardings, batch_
             row["mfu"] = rate * flops_per_token / (peak * jax.device_count())
         row.update(task.optimizer_summary(state))
         writer.write(step, row)
-      if step % config.eval_every_steps == 0 or step == config.num_train_steps:
+      if eval_set and (step % config.eval_every_steps == 0 or step == config.num_train_steps):
         eval_metrics = evaluate(eval_step, state.params, eval_set, batch_sharding)
         writer.write(step, eval_metrics, prefix="eval_")
         writer.print(f"step {step}: {_format(eval_metrics)}")
