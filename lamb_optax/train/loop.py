@@ -59,8 +59,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   is_primary = jax.process_index() == 0
 
   datasets = input_lib.prepare(config, workdir)
-  if is_primary:
-    pretrained.save_config(config, workdir)
   task = bert_task.build(config, mesh, datasets.vocab_size)
   batch_sharding = sharding.batch_sharding(mesh, rank=1)
   train_iter = input_lib.train_iterator(datasets, config, plan)
@@ -82,6 +80,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       else:
         start_step, state = 0, _fresh_state(task, tx, config, state_shardings,
                                             abstract_state.params)
+      if is_primary:  # only now: a refused workdir keeps the config.json of its own run
+        pretrained.save_config(config, workdir)
       eval_metrics = _train(config, plan, task, tx, learning_rate, state, state_shardings,
                             batch_sharding, train_iter, eval_set, checkpointer, workdir,
                             start_step, is_primary)
@@ -122,6 +122,7 @@ def _train(config, plan, task, tx, learning_rate, state, state_shardings, batch_
   throughput = metrics_lib.Throughput(tokens_per_step)
   eval_metrics: dict[str, float] = {}
   step, compiled, started = start_step, None, time.perf_counter()
+  previous_count = None
   try:
     while step < config.num_train_steps:
       batch = input_lib.to_global(next(train_iter), batch_sharding)
@@ -133,11 +134,10 @@ def _train(config, plan, task, tx, learning_rate, state, state_shardings, batch_
       if step == start_step + 1:  # the rate excludes the first step's compile
         jax.block_until_ready(metrics)
         throughput.start(step)
-      if int(to_host(state.nonfinite_in_a_row)) >= config.max_nonfinite_steps:
-        raise NonFiniteLossError(
-            f"{config.max_nonfinite_steps} updates in a row had a non-finite loss or gradient "
-            f"(last at step {step}); params are those of the last finite step, and the last "
-            "checkpoint is intact. Lower the learning rate or check the data.")
+      # Read the previous step's count, not this one's: the host then waits only for a step
+      # that is (nearly) done, and this step stays in flight while the next batch is loaded.
+      _stop_if_diverging(previous_count, step - 1, config)
+      previous_count = metrics["nonfinite_in_a_row"]
       if step % config.log_every_steps == 0 or step == config.num_train_steps:
         rate = throughput.rate(step)
         metrics = to_host(metrics)
@@ -163,6 +163,7 @@ def _train(config, plan, task, tx, learning_rate, state, state_shardings, batch_
         writer.print(f"Preempted at step {step}: checkpoint saved; run the same command to "
                      "resume.")
         break
+    _stop_if_diverging(previous_count, step, config)
     writer.print(f"Done: steps {start_step} -> {step} in {time.perf_counter() - started:.1f} s; "
                  f"peak host memory {_peak_rss_mib():.0f} MiB.")
   finally:
@@ -194,7 +195,17 @@ def to_host(tree: Any) -> Any:
 
 
 def _sums(metrics: dict[str, Any]) -> dict[str, Any]:
-  return {k: v for k, v in metrics.items() if k not in ("loss", "grad_norm", "update_skipped")}
+  return {k: v for k, v in metrics.items()
+          if k not in ("loss", "grad_norm", "update_skipped", "nonfinite_in_a_row")}
+
+
+def _stop_if_diverging(count: Optional[jax.Array], step: int,
+                       config: ml_collections.ConfigDict) -> None:
+  if count is not None and int(to_host(count)) >= config.max_nonfinite_steps:
+    raise NonFiniteLossError(
+        f"{config.max_nonfinite_steps} updates in a row had a non-finite loss or gradient (last "
+        f"at step {step}); the params are those of the last finite step and the last checkpoint "
+        "is intact. Lower the learning rate or check the data.")
 
 
 def _format(metrics: dict[str, float]) -> str:

@@ -126,6 +126,7 @@ def make_train_step(
         nonfinite_in_a_row=jnp.where(finite, 0, state.nonfinite_in_a_row + 1),
     )
     metrics = {"loss": loss, "grad_norm": grad_norm, "update_skipped": 1 - finite.astype(jnp.int32),
+               "nonfinite_in_a_row": new_state.nonfinite_in_a_row,
                **sums}
     return new_state, metrics
 

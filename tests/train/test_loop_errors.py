@@ -67,3 +67,14 @@ def test_unknown_key_is_named():
   config.lerning_rate = 1.0
   with pytest.raises(ValueError, match=r"Unknown config keys \['lerning_rate'\]"):
     config_lib.lock(config)
+
+
+def test_stops_after_n_nonfinite_updates_in_a_row(tmp_path, data_dir):
+  """An absurd learning rate blows the params up; the skipped updates are counted and the
+  run stops with the error after max_nonfinite_steps of them."""
+  config = small_config(data_dir, learning_rate=1e30, warmup_steps=0, max_nonfinite_steps=2,
+                        checkpoint_every_steps=100)
+  with pytest.raises(loop.NonFiniteLossError, match="2 updates in a row had a non-finite"):
+    loop.train_and_evaluate(config, str(tmp_path / "run"))
+  rows = trainer_runs.rows(str(tmp_path / "run"))
+  assert any(r.get("updates_skipped") for r in rows)

@@ -91,12 +91,14 @@ def test_refuses_a_workdir_of_another_model(reference, tmp_path, data_dir):
   workdir = str(tmp_path / "other")
   trainer_runs.run(workdir, {"num_train_steps": 2, "checkpoint_every_steps": 2}, data_dir)
   before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+  config_before = open(os.path.join(workdir, "config.json")).read()
   result = trainer_runs.run(workdir, {"model.overrides.hidden_size": 64,
                                       "model.overrides.intermediate_size": 256},
                             data_dir, check=False)
   assert result.returncode != 0
   assert "different model" in result.stderr and "refusing to overwrite" in result.stderr
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
+  assert open(os.path.join(workdir, "config.json")).read() == config_before
 
 
 def test_load_the_trained_model_and_fill_masks(reference):
