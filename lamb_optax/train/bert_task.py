@@ -39,10 +39,8 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> BertConf
 def _sums(model: BertForPreTraining, batch: Mapping[str, jax.Array],
           dropout_rng) -> dict[str, jax.Array]:
   """Summed (not averaged) MLM/NSP losses and hits, so micro-batches combine exactly."""
-  hidden = model.encode(batch["input_ids"], batch["segment_ids"], batch["input_mask"],
-                        dropout_rng=dropout_rng)
-  mlm_logits = model.mlm_logits(hidden, batch["masked_lm_positions"])
-  nsp_logits = model.nsp_logits(hidden)
+  # The model's cheap path: the last layer runs only at [CLS] and the masked positions.
+  mlm_logits, nsp_logits = model.pretraining_logits(batch, dropout_rng=dropout_rng)
   weights = batch["masked_lm_weights"].astype(jnp.float32)
   labels = batch["masked_lm_ids"].astype(jnp.int32)
   mlm_log_probs = jax.nn.log_softmax(mlm_logits, axis=-1)
