@@ -1,0 +1,141 @@
+"""The batch-scaling study's planning, aggregation and an end-to-end --quick run (issue 9)."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from lamb_optax import schedules
+from lamb_optax.train import config as config_lib
+from lamb_optax.train import scaling
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _study():
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location("scaling_tiny", ROOT / "configs/scaling_tiny.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def test_plan_steps_microbatch_eval():
+  config = _study()
+  cells = scaling.plan_cells(config)
+  s = config.study
+  assert len(cells) == len(s.optimizers) * len(s.batch_sizes) * len(s.seeds)
+  for c in cells:
+    assert c.num_train_steps == max(1, s.examples_budget // c.batch_size)
+    assert c.micro_batch_size <= s.micro_batch_cap
+    assert c.batch_size % c.micro_batch_size == 0
+    assert c.batch_size * c.eval_batches <= max(s.eval_examples, c.batch_size)
+    assert 0 <= c.warmup_steps <= c.num_train_steps
+  assert len({c.name for c in cells}) == len(cells)
+
+
+def test_budget_smaller_than_batch_gives_one_step():
+  config = _study()
+  config.study.batch_sizes = (4096,)
+  config.study.examples_budget = 100
+  assert {c.num_train_steps for c in scaling.plan_cells(config)} == {1}
+
+
+def test_sqrt_rule_matches_paper_learning_rate():
+  config = _study()
+  config.study.optimizers = ("lamb",)
+  config.study.base_batch_size = 32768
+  config.study.base_learning_rates.lamb = 5e-3
+  config.study.batch_sizes = (512, 1024, 8192, 32768)
+  config.study.warmup_rule = "paper"
+  config.study.examples_budget = 32768 * 100
+  for c in scaling.plan_cells(config):
+    assert c.learning_rate == pytest.approx(schedules.paper_learning_rate(c.batch_size))
+    assert c.warmup_steps == round(schedules.paper_warmup_ratio(c.batch_size) * c.num_train_steps)
+
+
+def test_sweep_rule_and_micro_batch():
+  config = _study()
+  config.study.lr_rule = "sweep"
+  config.study.batch_sizes = (64,)
+  cells = scaling.plan_cells(config)
+  lamb = sorted(c.learning_rate for c in cells if c.optimizer == "lamb")
+  assert lamb == pytest.approx([5e-3, 1e-2, 2e-2])
+  assert scaling.micro_batch_size(768, 256) == 256
+  assert scaling.micro_batch_size(384, 256) == 192
+  assert scaling.micro_batch_size(1024, 256, devices=8) == 128
+  config.study.lr_rule = "linear"
+  with pytest.raises(ValueError, match="lr_rule"):
+    scaling.plan_cells(config)
+
+
+def test_cell_config_is_a_valid_trainer_config():
+  config = _study()
+  cell = scaling.plan_cells(config)[-1]
+  c = scaling.cell_config(config.base, cell)
+  config_lib.lock(c)
+  config_lib.check_schedule(c)
+  config_lib.plan_batches(c, data_parallel_devices=1, process_count=1)
+  assert (c.global_batch_size, c.optimizer.name, c.learning_rate) == (
+      cell.batch_size, cell.optimizer, cell.learning_rate)
+  assert c.eval_every_steps == c.num_train_steps
+  base = _study().base  # the base is left untouched
+  assert config.base.to_dict() == base.to_dict()
+
+
+def _row(opt, batch, seed, lr, loss, acc=0.1):
+  return dict(optimizer=opt, batch_size=batch, seed=seed, learning_rate=lr, num_train_steps=1,
+              eval_mlm_loss=loss, eval_mlm_accuracy=acc, wall_s=1.0)
+
+
+def test_summarize_mean_band_and_best_lr():
+  rows = [_row("lamb", 64, 0, 1e-2, 6.0), _row("lamb", 64, 1, 1e-2, 7.0),
+          _row("lamb", 64, 0, 2e-2, 5.0), _row("lamb", 64, 1, 2e-2, float("nan")),
+          _row("adamw", 64, 0, 1e-3, 8.0)]
+  table = scaling.summarize(rows)
+  assert [(r["optimizer"], r["batch_size"]) for r in table] == [("adamw", 64), ("lamb", 64)]
+  lamb = table[1]
+  assert lamb["learning_rate"] == 2e-2 and lamb["lrs_tried"] == 2
+  assert (lamb["loss_mean"], lamb["loss_min"], lamb["loss_max"]) == (5.0, 5.0, 5.0)
+  assert lamb["wall_s"] == 4.0
+  rows[2]["eval_mlm_loss"] = 9.0
+  lamb = scaling.summarize(rows)[1]
+  assert lamb["learning_rate"] == 1e-2
+  assert (lamb["loss_mean"], lamb["loss_min"], lamb["loss_max"]) == (6.5, 6.0, 7.0)
+
+
+def test_csv_and_plot(tmp_path):
+  table = scaling.summarize([_row("lamb", b, s, 1e-2, 6.0 + s) for b in (8, 16) for s in (0, 1)])
+  scaling.write_csv(table, tmp_path / "r.csv")
+  scaling.plot(table, tmp_path / "r.png")
+  assert (tmp_path / "r.csv").read_text().count("\n") == 3
+  assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_quick_study_end_to_end_and_skips_finished_cells(tmp_path):
+  cmd = [sys.executable, str(ROOT / "scripts/batch_scaling_study.py"),
+         f"--config={ROOT / 'configs/scaling_tiny.py'}", f"--workdir={tmp_path}", "--quick"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)  # one device, as in the study
+  subprocess.run(cmd, check=True, env=env, cwd=ROOT, capture_output=True, timeout=300)
+  rows = [json.loads(l) for l in (tmp_path / "results.jsonl").read_text().splitlines()]
+  assert len(rows) == 4 and all(r["eval_mlm_loss"] > 0 for r in rows)
+  assert (tmp_path / "results.csv").exists()
+  assert (tmp_path / "batch_scaling.png").read_bytes()[:4] == b"\x89PNG"
+  out = subprocess.run(cmd, check=True, env=env, cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
+  assert "4 cells, 4 already done." in out.stdout
+  assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 4
+
+
+def test_every_cell_builds_its_optimizer():
+  config = _study()
+  from lamb_optax import recipes  # pylint: disable=g-import-not-at-top
+  assert set(config.study.optimizers) <= set(recipes.OPTIMIZERS)
+  for cell in scaling.plan_cells(config):
+    c = config_lib.lock(scaling.cell_config(config.base, cell))
+    config_lib.check_schedule(c)
+    recipes.build_optimizer(c, stacked_axes={"layers": 1})
