@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import jax
 import ml_collections
