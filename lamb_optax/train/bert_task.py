@@ -22,6 +22,7 @@ from lamb_optax.models.bert import BertForPreTraining
 from lamb_optax.models.bert import stacked_axes
 from lamb_optax.models.config import BertConfig
 from lamb_optax.models.config import flops_per_token
+from lamb_optax.train import metrics
 from lamb_optax.train import sharding
 from lamb_optax.train.step import TrainState
 
@@ -155,8 +156,7 @@ class BertTask:
       ratios = transforms.trust_ratios(state.opt_state)
     except ValueError:  # optimizers without a trust ratio (AdamW)
       return {}
-    # Replicated global arrays: read this process's copy (works in multi-process runs too).
-    flat = np.concatenate([np.ravel(np.asarray(r.addressable_data(0))) for r in ratios.values()])
+    flat = np.concatenate([np.ravel(r) for r in metrics.to_host(ratios).values()])
     return {"trust_ratio_min": float(flat.min()), "trust_ratio_mean": float(flat.mean()),
             "trust_ratio_max": float(flat.max())}
 

@@ -24,6 +24,12 @@ class ShapeMismatchError(ValueError):
   """The workdir holds a checkpoint of a different model or optimizer."""
 
 
+def abstract_target(abstract: PyTree, shardings: PyTree) -> PyTree:
+  """``ShapeDtypeStruct``s of ``abstract`` laid out by ``shardings``: what Orbax restores into."""
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      abstract, shardings)
+
+
 def _leaves(tree: PyTree):
   return jax.tree_util.tree_flatten_with_path(tree)[0]
 

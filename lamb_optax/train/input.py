@@ -41,15 +41,20 @@ def _masking(config: ml_collections.ConfigDict) -> data_lib.MaskingConfig:
       whole_word_mask=config.data.whole_word_mask)
 
 
+def locate(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, str]:
+  """``(dataset directory or TFDS name, vocab file or "")`` of a run; builds the embedded corpus
+  on first use."""
+  if config.data.source == "embedded":
+    prepared = prepare_embedded_data(config, workdir)
+    return prepared.directory, prepared.vocab_file
+  return config.data.source, config.data.vocab_file
+
+
 def prepare(config: ml_collections.ConfigDict, workdir: str) -> Datasets:
   """Finds (or, for the embedded corpus, builds) the run's data; fails before any compile."""
   d = config.data
   masking = _masking(config)
-  if d.source == "embedded":
-    prepared = prepare_embedded_data(config, workdir)
-    directory, vocab_file = prepared.directory, prepared.vocab_file
-  else:
-    directory, vocab_file = d.source, d.vocab_file
+  directory, vocab_file = locate(config, workdir)
   train = data_lib.load_pretraining_dataset(directory, d.train_split)
   held_out = data_lib.load_pretraining_dataset(directory, d.eval_split)
   _check_shapes(train[0], config, directory)

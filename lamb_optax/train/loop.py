@@ -14,7 +14,6 @@ from typing import Any, Callable, Optional
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from lamb_optax import recipes
 from lamb_optax.train import bert_task
@@ -68,9 +67,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     state_shardings = task.state_shardings(tx)
     abstract_state = jax.eval_shape(
         lambda p: step_lib.create_train_state(p, tx, config.seed), task.abstract_params())
-    abstract_state = jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state,
-        state_shardings)
+    abstract_state = checkpoint_lib.abstract_target(abstract_state, state_shardings)
     checkpointer = checkpoint_lib.Checkpointer(
         workdir, max_to_keep=config.keep_checkpoints, async_save=config.async_checkpointing)
     try:
@@ -140,7 +137,7 @@ def _train(config, plan, task, tx, learning_rate, state, state_shardings, batch_
       previous_count = metrics["nonfinite_in_a_row"]
       if step % config.log_every_steps == 0 or step == config.num_train_steps:
         rate = throughput.rate(step)
-        metrics = to_host(metrics)
+        metrics = metrics_lib.to_host(metrics)
         row = {"loss": float(metrics["loss"]), **summarise(_sums(metrics)),
                "learning_rate": float(learning_rate(step - 1)),
                "grad_norm": float(metrics["grad_norm"]),
@@ -189,11 +186,6 @@ def _peak_rss_mib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def to_host(tree: Any) -> Any:
-  """Numpy copies of replicated global arrays (``float(x)`` fails on multi-process arrays)."""
-  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
-
-
 def _sums(metrics: dict[str, Any]) -> dict[str, Any]:
   return {k: v for k, v in metrics.items()
           if k not in ("loss", "grad_norm", "update_skipped", "nonfinite_in_a_row")}
@@ -201,7 +193,7 @@ def _sums(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def _stop_if_diverging(count: Optional[jax.Array], step: int,
                        config: ml_collections.ConfigDict) -> None:
-  if count is not None and int(to_host(count)) >= config.max_nonfinite_steps:
+  if count is not None and int(metrics_lib.to_host(count)) >= config.max_nonfinite_steps:
     raise NonFiniteLossError(
         f"{config.max_nonfinite_steps} updates in a row had a non-finite loss or gradient (last "
         f"at step {step}); the params are those of the last finite step and the last checkpoint "
@@ -220,6 +212,6 @@ def evaluate(eval_step: Callable, params: Any, eval_set: list, batch_sharding) -
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   if totals is None:
     return {}
-  out = summarise(to_host(totals))
+  out = summarise(metrics_lib.to_host(totals))
   out["loss"] = out.get("mlm_loss", 0.0) + out.get("nsp_loss", 0.0)
   return out

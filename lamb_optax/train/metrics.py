@@ -23,6 +23,17 @@ def _to_python(value: Any) -> Any:
   return value.tolist()
 
 
+def to_host(tree: Any) -> Any:
+  """Numpy copies of replicated global arrays (``float(x)`` fails on multi-process arrays).
+
+  >>> import jax.numpy as jnp
+  >>> to_host({"loss": jnp.float32(2.5)})["loss"].item()
+  2.5
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
+
+
 class _JsonLines:
   """An appendable JSON-lines file, local or on a remote filesystem (``gs://``, via epath).
 

@@ -45,19 +45,14 @@ def load(workdir: str) -> Pretrained:
   if not path.exists():
     raise FileNotFoundError(f"{workdir} has no config.json: is it a lamb_optax.train workdir?")
   config = ml_collections.ConfigDict(json.loads(path.read_text()))
-  if config.data.source == "embedded":
-    vocab_file = input_lib.prepare_embedded_data(config, workdir).vocab_file
-  elif config.data.vocab_file:
-    vocab_file = config.data.vocab_file
-  else:
+  _, vocab_file = input_lib.locate(config, workdir)
+  if not vocab_file:
     raise ValueError("Filling in masks needs the vocabulary: the run's data.vocab_file is unset.")
   tokenizer = data_lib.load_wordpiece(vocab_file)
   mesh = sharding.make_mesh({"data": 1}, devices=jax.devices()[:1])
   task = bert_task.build(config, mesh, data_lib.vocab_size(tokenizer))
   params = checkpoint_lib.restore_params(
-      workdir, jax.tree.map(
-          lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-          task.abstract_params(), task.param_shardings))
+      workdir, checkpoint_lib.abstract_target(task.abstract_params(), task.param_shardings))
   return Pretrained(task.model(params), tokenizer, config)
 
 
