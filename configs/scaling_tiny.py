@@ -54,14 +54,16 @@ def get_config():
   config.study = ml_collections.ConfigDict(dict(
       optimizers=("lamb", "adamw", "lars"),  # names from lamb_optax.recipes.OPTIMIZERS
       batch_sizes=(16, 32, 64, 128, 256, 512, 1024),
-      seeds=(0,),
+      seeds=(0, 1),
       examples_budget=32768,  # training sequences per cell: num_train_steps = budget // batch
-      eval_examples=1024,  # held-out sequences per final eval: eval_batches = max(1, this // B)
+      eval_examples=1024,  # the same held-out sequences for every cell's final eval
+      eval_batch_size=256,  # eval_batches = eval_examples // eval_batch_size
       micro_batch_cap=256,  # per device; above it the trainer accumulates gradients
       devices=1,  # data-parallel devices (must match base.mesh)
       lr_rule="sqrt",  # "sqrt" or "sweep"
       base_batch_size=64,
-      base_learning_rates=ml_collections.ConfigDict(dict(lamb=1e-2, adamw=1e-3, lars=1e-1)),
+      # Each the best of a sweep at B=64 (docs/batch_scaling.md, "Base learning rates").
+      base_learning_rates=ml_collections.ConfigDict(dict(lamb=1e-2, adamw=1e-3, lars=3e-2)),
       sweep_factors=(0.5, 1.0, 2.0),
       warmup_rule="fraction",  # "fraction" or "paper"
       warmup_fraction=0.1,
@@ -69,5 +71,5 @@ def get_config():
   # --quick: the machinery end to end in about a minute (not a measurement).
   config.quick = ml_collections.ConfigDict(dict(
       optimizers=("lamb", "adamw"), batch_sizes=(8, 16), seeds=(0,), examples_budget=48,
-      eval_examples=16, embedded_max_documents=60))
+      eval_examples=16, eval_batch_size=8, embedded_max_documents=60))
   return config

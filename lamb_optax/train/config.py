@@ -37,6 +37,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.log_every_steps = 20
   c.eval_every_steps = 200
   c.eval_batches = 4
+  # Global eval batch; 0 = one micro-step's global batch (micro_batch_size × data-parallel
+  # devices), which fits memory whenever a training micro-step does, at any global batch.
+  c.eval_batch_size = 0
   c.checkpoint_every_steps = 200
   c.keep_checkpoints = 3
   c.max_nonfinite_steps = 10  # stop after this many skipped updates in a row
@@ -140,6 +143,8 @@ class BatchPlan:
   data_parallel_devices: int
   micro_batch_size: int  # per device
   num_micro_batches: int
+  eval_batch_size: int  # global
+  per_process_eval_batch_size: int
 
 
 def plan_batches(config: ml_collections.ConfigDict, data_parallel_devices: int,
@@ -156,7 +161,13 @@ def plan_batches(config: ml_collections.ConfigDict, data_parallel_devices: int,
         f"{b} = {d * b}). Use {hint}, or a global batch that is a multiple of {d * b}.")
   if g % process_count:
     raise ValueError(f"global_batch_size {g} is not divisible by the {process_count} processes.")
-  return BatchPlan(g, g // process_count, d, b, g // (d * b))
+  e = config.eval_batch_size or d * b
+  if e < 1 or e % d or e % process_count:
+    raise ValueError(
+        f"eval_batch_size {e} must be a positive multiple of the data-parallel devices ({d}) and "
+        f"of the processes ({process_count}); e.g. eval_batch_size={d * b}, or 0 for that "
+        "default (micro_batch_size × data-parallel devices).")
+  return BatchPlan(g, g // process_count, d, b, g // (d * b), e, e // process_count)
 
 
 def check_schedule(config: ml_collections.ConfigDict) -> None:

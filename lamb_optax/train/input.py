@@ -118,7 +118,7 @@ def eval_batches(datasets: Datasets, config: ml_collections.ConfigDict,
   if config.eval_batches < 1:
     return []
   return data_lib.eval_batches(
-      datasets.eval, batch_size=plan.per_process_batch_size, shard_index=jax.process_index(),
+      datasets.eval, batch_size=plan.per_process_eval_batch_size, shard_index=jax.process_index(),
       shard_count=jax.process_count(), num_batches=config.eval_batches)
 
 

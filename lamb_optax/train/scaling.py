@@ -1,21 +1,29 @@
 """The batch-scaling study (issue 9): plan cells, derive their trainer configs, summarise, plot.
 
-Pure functions, used by ``scripts/batch_scaling_study.py`` and tested without training:
+Used by ``scripts/batch_scaling_study.py`` and ``colab/batch_scaling.ipynb``:
 
 * :func:`plan_cells` turns a study config (``configs/scaling_tiny.py``) into a list of
   :class:`Cell` — one (optimizer, batch, seed, learning rate) run each, at a fixed number of
   training examples, so ``num_train_steps = examples_budget // batch``;
 * :func:`cell_config` derives the trainer config of one cell from the study's base config;
+* :func:`run_study` trains every cell not yet in ``results.jsonl`` (resumable);
 * :func:`summarize` aggregates result rows (mean/min/max over seeds, best LR per batch for the
-  ``"sweep"`` rule); :func:`write_csv` and :func:`plot` write the table and the figure.
+  ``"sweep"`` rule), :func:`relative_to_smallest_batch` divides each loss by the optimizer's
+  small-batch loss; :func:`write_csv`, :func:`markdown_table` and :func:`plot` write the table
+  and the figure.
+
+Everything but :func:`run_study` is a pure function, tested without training.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import math
-from typing import Any, Iterable, Sequence
+import os
+import time
+from typing import Any, Callable, Iterable, Sequence
 
 import ml_collections
 
@@ -33,6 +41,7 @@ class Cell:
   num_train_steps: int
   warmup_steps: int
   micro_batch_size: int
+  eval_batch_size: int
   eval_batches: int
 
   @property
@@ -72,7 +81,8 @@ def plan_cells(config: ml_collections.ConfigDict) -> list[Cell]:
   for batch in s.batch_sizes:
     steps = max(1, s.examples_budget // batch)
     micro = micro_batch_size(batch, s.micro_batch_cap, s.get("devices", 1))
-    eval_batches = max(1, s.eval_examples // batch)
+    # Every cell evaluates the same held-out sequences, in batches independent of its own.
+    eval_batches = max(1, s.eval_examples // s.eval_batch_size)
     for opt in s.optimizers:
       base_lr = s.base_learning_rates[opt]
       if s.lr_rule == "sqrt":
@@ -86,7 +96,7 @@ def plan_cells(config: ml_collections.ConfigDict) -> list[Cell]:
         for lr in lrs:
           cells.append(Cell(opt, batch, seed, float(lr), steps,
                             warmup_steps(s.warmup_rule, s.warmup_fraction, batch, steps),
-                            micro, eval_batches))
+                            micro, s.eval_batch_size, eval_batches))
   names = [c.name for c in cells]
   if len(set(names)) != len(names):
     raise ValueError("Two cells share a name; check study.seeds / sweep_factors for duplicates.")
@@ -103,6 +113,7 @@ def cell_config(base: ml_collections.ConfigDict, cell: Cell) -> ml_collections.C
   c.micro_batch_size = cell.micro_batch_size
   c.num_train_steps = cell.num_train_steps
   c.warmup_steps = cell.warmup_steps
+  c.eval_batch_size = cell.eval_batch_size
   c.eval_batches = cell.eval_batches
   c.eval_every_steps = cell.num_train_steps  # one eval, at the end
   c.checkpoint_every_steps = max(1, min(c.checkpoint_every_steps, cell.num_train_steps))
@@ -110,9 +121,78 @@ def cell_config(base: ml_collections.ConfigDict, cell: Cell) -> ml_collections.C
   return c
 
 
-def result_row(cell: Cell, metrics: dict[str, Any], wall_s: float) -> dict[str, Any]:
-  """The JSON row recorded for a finished cell."""
-  row = dict(dataclasses.asdict(cell), name=cell.name, wall_s=round(wall_s, 3))
+def apply_quick(config: ml_collections.ConfigDict) -> None:
+  """Replaces the study's grid by ``config.quick``'s few tiny cells (proves the machinery)."""
+  q = config.quick
+  for key in ("optimizers", "batch_sizes", "seeds", "examples_budget", "eval_examples",
+              "eval_batch_size"):
+    config.study[key] = q[key]
+  config.base.data.embedded_max_documents = q.embedded_max_documents
+  config.base.async_checkpointing = False
+
+
+def run_study(config: ml_collections.ConfigDict, workdir: str,
+              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+  """Trains every planned cell not yet recorded in ``workdir/results.jsonl``; returns the table.
+
+  Each cell trains in ``workdir/cells/<name>`` (a partly finished cell resumes from its
+  checkpoint); a finished cell appends one JSON row and is never rerun. All cells share one
+  embedded-corpus build in ``workdir/data``. After every cell ``results.csv`` and
+  ``batch_scaling.png`` are rewritten from the rows so far.
+  """
+  from lamb_optax.train import loop  # pylint: disable=g-import-not-at-top
+  os.makedirs(workdir, exist_ok=True)
+  config.base.data.data_dir = os.path.join(workdir, "data")
+  results_path = os.path.join(workdir, "results.jsonl")
+  done = {r["name"] for r in read_results(results_path)}
+  cells = plan_cells(config)
+  log(f"{len(cells)} cells, {len(done & {c.name for c in cells})} already done.")
+  for i, cell in enumerate(cells):
+    if cell.name in done:
+      continue
+    log(f"[{i + 1}/{len(cells)}] {cell.name}: {cell.num_train_steps} steps, "
+        f"micro-batch {cell.micro_batch_size}, warmup {cell.warmup_steps}")
+    started = time.perf_counter()
+    try:
+      metrics = loop.train_and_evaluate(cell_config(config.base, cell),
+                                        os.path.join(workdir, "cells", cell.name))
+      diverged = ""
+    except loop.NonFiniteLossError as error:  # a result of the study, not a failure of it
+      metrics, diverged = {}, str(error)
+      log(f"{cell.name} diverged: {error}")
+    row = result_row(cell, metrics, time.perf_counter() - started, diverged)
+    with open(results_path, "a") as f:
+      f.write(json.dumps(row) + "\n")
+    done.add(cell.name)
+    write_outputs(workdir)
+  return write_outputs(workdir)
+
+
+def read_results(path: str) -> list[dict[str, Any]]:
+  """The rows of a ``results.jsonl`` (none if it does not exist yet)."""
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def write_outputs(workdir: str) -> list[dict[str, Any]]:
+  """Rewrites ``results.csv`` and ``batch_scaling.png`` from ``results.jsonl``; the table."""
+  table = summarize(read_results(os.path.join(workdir, "results.jsonl")))
+  if table:
+    write_csv(table, os.path.join(workdir, "results.csv"))
+    with open(os.path.join(workdir, "results.md"), "w") as f:
+      f.write(markdown_table(table))
+    plot(table, os.path.join(workdir, "batch_scaling.png"))
+  return table
+
+
+def result_row(cell: Cell, metrics: dict[str, Any], wall_s: float,
+               diverged: str = "") -> dict[str, Any]:
+  """The JSON row recorded for a finished cell; a diverged cell has no eval metrics and the
+  trainer's non-finite-loss message in ``diverged``."""
+  row = dict(dataclasses.asdict(cell), name=cell.name, wall_s=round(wall_s, 3),
+             diverged=diverged)
   row["eval_mlm_loss"] = _float(metrics.get("mlm_loss", metrics.get("loss")))
   row["eval_mlm_accuracy"] = _float(metrics.get("mlm_accuracy", metrics.get("accuracy")))
   row["eval_metrics"] = {k: _float(v) for k, v in metrics.items()}
@@ -125,7 +205,8 @@ def _float(v):
 
 def summarize(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
   """One row per (optimizer, batch): the best learning rate (lowest mean eval loss over seeds),
-  then mean/min/max of eval MLM loss and accuracy over that LR's seeds, and total wall time."""
+  then mean/min/max of eval MLM loss and accuracy over that LR's seeds (diverged seeds, which
+  have no loss, are counted in ``diverged``), and total wall time."""
   groups: dict[tuple, dict[float, list[dict]]] = {}
   for r in results:
     groups.setdefault((r["optimizer"], r["batch_size"]), {}).setdefault(
@@ -140,11 +221,23 @@ def summarize(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     accs = [x["eval_mlm_accuracy"] for x in rows]
     table.append(dict(
         optimizer=opt, batch_size=batch, learning_rate=lr, seeds=len(rows),
+        diverged=sum(1 for x in rows if x.get("diverged")),
         lrs_tried=len(by_lr), num_train_steps=rows[0]["num_train_steps"],
         loss_mean=_mean(losses), loss_min=_min(losses), loss_max=_max(losses),
         acc_mean=_mean(accs), acc_min=_min(accs), acc_max=_max(accs),
         wall_s=sum(x["wall_s"] for rs in by_lr.values() for x in rs)))
   return table
+
+
+def relative_to_smallest_batch(table: Sequence[dict[str, Any]]) -> dict[str, dict[int, float]]:
+  """``{optimizer: {batch: loss_mean / loss_mean at that optimizer's smallest batch}}``, over
+  the batches with a finite loss (a batch where every seed diverged is left out)."""
+  ratios: dict[str, dict[int, float]] = {}
+  finite = [r for r in table if _finite(r["loss_mean"])]
+  for opt in sorted({r["optimizer"] for r in finite}):
+    rows = sorted((r for r in finite if r["optimizer"] == opt), key=lambda r: r["batch_size"])
+    ratios[opt] = {r["batch_size"]: r["loss_mean"] / rows[0]["loss_mean"] for r in rows}
+  return ratios
 
 
 def _finite(x) -> bool:
@@ -166,7 +259,7 @@ def _max(xs):
   return max(xs) if xs else math.nan
 
 
-TABLE_COLUMNS = ("optimizer", "batch_size", "learning_rate", "seeds", "lrs_tried",
+TABLE_COLUMNS = ("optimizer", "batch_size", "learning_rate", "seeds", "diverged", "lrs_tried",
                  "num_train_steps", "loss_mean", "loss_min", "loss_max", "acc_mean", "acc_min",
                  "acc_max", "wall_s")
 
@@ -179,23 +272,56 @@ def write_csv(table: Sequence[dict[str, Any]], path: str) -> None:
       w.writerow({k: row[k] for k in TABLE_COLUMNS})
 
 
+def markdown_table(table: Sequence[dict[str, Any]]) -> str:
+  """The table as Markdown: per optimizer and batch, the loss band and the loss relative to the
+  optimizer's smallest batch (what a larger batch cost at the same number of examples)."""
+  ratios = relative_to_smallest_batch(table)
+  lines = ["| optimizer | batch | steps | peak LR | seeds (diverged) | final eval MLM loss "
+           "(min–max) | vs smallest batch | eval MLM accuracy |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+  for r in table:
+    ratio = ratios.get(r["optimizer"], {}).get(r["batch_size"], math.nan)
+    lines.append(
+        f"| {r['optimizer']} | {r['batch_size']} | {r['num_train_steps']} | "
+        f"{r['learning_rate']:.3g} | {r['seeds']} ({r['diverged']}) | {r['loss_mean']:.3f} "
+        f"({r['loss_min']:.3f}–{r['loss_max']:.3f}) | {ratio:.3f} | {r['acc_mean']:.3f} |")
+  return "\n".join(lines) + "\n"
+
+
 def plot(table: Sequence[dict[str, Any]], path: str, title: str = "") -> None:
-  """Final eval MLM loss vs batch size (log2 x), a line per optimizer, min/max band over seeds."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(6, 4))
-  for opt in sorted({r["optimizer"] for r in table}):
-    rows = sorted((r for r in table if r["optimizer"] == opt), key=lambda r: r["batch_size"])
+  """Writes the PNG ``path``: :func:`plot_axes` absolute (left) and relative (right).
+
+  Uses ``matplotlib.figure.Figure`` directly, not pyplot, so it never switches the backend of
+  the caller (a notebook keeps its inline plots).
+  """
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  fig = Figure(figsize=(11, 4))
+  left, right = fig.subplots(1, 2)
+  plot_axes(table, left, title)
+  plot_axes(table, right, "relative to each optimizer's smallest batch", relative=True)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+
+
+def plot_axes(table: Sequence[dict[str, Any]], ax: Any, title: str = "",
+              relative: bool = False) -> None:
+  """Final eval MLM loss vs batch size (log2 x), a line per optimizer, min/max band over seeds;
+  with ``relative``, every value divided by the optimizer's mean loss at its smallest batch.
+  Batches where every seed diverged have no loss and are left out of their line."""
+  finite = [r for r in table if _finite(r["loss_mean"])]
+  if not finite:
+    ax.set_title("no finite results yet")
+    return
+  for opt in sorted({r["optimizer"] for r in finite}):
+    rows = sorted((r for r in finite if r["optimizer"] == opt), key=lambda r: r["batch_size"])
+    scale = rows[0]["loss_mean"] if relative else 1.0
     xs = [r["batch_size"] for r in rows]
-    ax.plot(xs, [r["loss_mean"] for r in rows], marker="o", label=opt)
-    ax.fill_between(xs, [r["loss_min"] for r in rows], [r["loss_max"] for r in rows], alpha=0.2)
+    ax.plot(xs, [r["loss_mean"] / scale for r in rows], marker="o", label=opt)
+    ax.fill_between(xs, [r["loss_min"] / scale for r in rows],
+                    [r["loss_max"] / scale for r in rows], alpha=0.2)
   ax.set_xscale("log", base=2)
   ax.set_xlabel("global batch size (fixed number of training examples)")
-  ax.set_ylabel("final eval MLM loss")
+  ax.set_ylabel("final eval MLM loss" + (" / small-batch loss" if relative else ""))
   ax.set_title(title or "Batch scaling")
   ax.grid(True, alpha=0.3)
   ax.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)

@@ -53,6 +53,9 @@ def small_config(data_dir, **changes):
     ({"warmup_steps": 100}, "warmup cannot be longer than the run"),
     ({"global_batch_size": 8 * 4096, "micro_batch_size": 4096}, "fewer than batch_size=32768"),
     ({"data.source": "/nonexistent/dataset"}, "/nonexistent/dataset"),
+    ({"eval_batch_size": 12}, "eval_batch_size 12 must be a positive multiple of the data-parallel "
+                              "devices (8)"),
+    ({"eval_batch_size": 8 * 4096}, "lower eval_batches or the batch size"),
 ])
 def test_bad_config_fails_before_writing_anything(tmp_path, data_dir, changes, message):
   workdir = str(tmp_path / "run")
@@ -60,6 +63,15 @@ def test_bad_config_fails_before_writing_anything(tmp_path, data_dir, changes, m
     loop.train_and_evaluate(small_config(data_dir, **changes), workdir)
   assert message in str(error.value), str(error.value)
   assert not os.path.exists(os.path.join(workdir, "checkpoints"))
+
+
+def test_eval_batch_defaults_to_one_micro_step():
+  # Memory follows the micro-batch for eval as for training: a 32k batch evaluates in 2 x 8 rows.
+  config = small_config("unused", global_batch_size=32768)
+  plan = config_lib.plan_batches(config, data_parallel_devices=8, process_count=2)
+  assert (plan.eval_batch_size, plan.per_process_eval_batch_size) == (16, 8)
+  config.eval_batch_size = 64
+  assert config_lib.plan_batches(config, 8, 2).per_process_eval_batch_size == 32
 
 
 def test_unknown_key_is_named():

@@ -32,7 +32,8 @@ def test_plan_steps_microbatch_eval():
     assert c.num_train_steps == max(1, s.examples_budget // c.batch_size)
     assert c.micro_batch_size <= s.micro_batch_cap
     assert c.batch_size % c.micro_batch_size == 0
-    assert c.batch_size * c.eval_batches <= max(s.eval_examples, c.batch_size)
+    assert (c.eval_batch_size, c.eval_batches) == (s.eval_batch_size,
+                                                   s.eval_examples // s.eval_batch_size)
     assert 0 <= c.warmup_steps <= c.num_train_steps
   assert len({c.name for c in cells}) == len(cells)
 
@@ -60,7 +61,7 @@ def test_sqrt_rule_matches_paper_learning_rate():
 def test_sweep_rule_and_micro_batch():
   config = _study()
   config.study.lr_rule = "sweep"
-  config.study.batch_sizes = (64,)
+  config.study.batch_sizes, config.study.seeds = (64,), (0,)
   cells = scaling.plan_cells(config)
   lamb = sorted(c.learning_rate for c in cells if c.optimizer == "lamb")
   assert lamb == pytest.approx([5e-3, 1e-2, 2e-2])
@@ -107,11 +108,21 @@ def test_summarize_mean_band_and_best_lr():
   assert (lamb["loss_mean"], lamb["loss_min"], lamb["loss_max"]) == (6.5, 6.0, 7.0)
 
 
+def test_relative_to_smallest_batch():
+  table = scaling.summarize([_row("lamb", 64, 0, 1e-2, 4.0), _row("lamb", 16, 0, 1e-2, 5.0),
+                             _row("lamb", 256, 0, 1e-2, 6.0), _row("lars", 32, 0, 1e-1, 8.0),
+                             _row("lars", 512, 0, 1e-1, 8.0), _row("lars", 16, 0, 1e-1, None)])
+  assert scaling.relative_to_smallest_batch(table) == {
+      "lamb": {16: 1.0, 64: 0.8, 256: 1.2}, "lars": {32: 1.0, 512: 1.0}}
+
+
 def test_csv_and_plot(tmp_path):
   table = scaling.summarize([_row("lamb", b, s, 1e-2, 6.0 + s) for b in (8, 16) for s in (0, 1)])
   scaling.write_csv(table, tmp_path / "r.csv")
   scaling.plot(table, tmp_path / "r.png")
   assert (tmp_path / "r.csv").read_text().count("\n") == 3
+  md = scaling.markdown_table(table).splitlines()
+  assert len(md) == 4 and md[2].startswith("| lamb | 8 | 1 | 0.01 | 2 (0) | 6.500 (6.000–7.000) | 1.000")
   assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -139,3 +150,20 @@ def test_every_cell_builds_its_optimizer():
     c = config_lib.lock(scaling.cell_config(config.base, cell))
     config_lib.check_schedule(c)
     recipes.build_optimizer(c, stacked_axes={"layers": 1})
+
+
+def test_a_diverged_cell_is_a_result_not_a_crash(tmp_path):
+  import jax  # pylint: disable=g-import-not-at-top
+  config = _study()
+  scaling.apply_quick(config)
+  config.study.optimizers, config.study.batch_sizes = ("adamw",), (8,)
+  config.study.base_learning_rates.adamw = 1e9
+  config.study.devices = config.base.mesh.data = jax.device_count()
+  config.base.max_nonfinite_steps = 1
+  lines = []
+  table = scaling.run_study(config, str(tmp_path), log=lines.append)
+  (row,) = scaling.read_results(str(tmp_path / "results.jsonl"))
+  assert "non-finite" in row["diverged"] and row["eval_mlm_loss"] is None
+  assert table[0]["diverged"] == 1 and table[0]["loss_mean"] != table[0]["loss_mean"]  # NaN
+  assert any("diverged" in line for line in lines)
+  assert (tmp_path / "results.csv").exists()  # the study went on to write its outputs
