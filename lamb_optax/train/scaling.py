@@ -26,6 +26,7 @@ import time
 from typing import Any, Callable, Iterable, Sequence
 
 import ml_collections
+import numpy as np
 
 from lamb_optax import schedules
 
@@ -143,6 +144,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
   from lamb_optax.train import loop  # pylint: disable=g-import-not-at-top
   os.makedirs(workdir, exist_ok=True)
   config.base.data.data_dir = os.path.join(workdir, "data")
+  write_baseline(config, workdir)
   results_path = os.path.join(workdir, "results.jsonl")
   done = {r["name"] for r in read_results(results_path)}
   cells = plan_cells(config)
@@ -168,6 +170,53 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
   return write_outputs(workdir)
 
 
+def unigram_baseline(train: Sequence[dict], held_out: Sequence[dict], eval_examples: int,
+                     vocab_size: int) -> dict[str, float]:
+  """The eval MLM loss and accuracy of a model that ignores its input: every masked token is
+  predicted by its frequency among the training labels (add-one smoothed over the vocabulary),
+  on the first ``eval_examples`` held-out examples (the study's eval set). A run whose loss is
+  not below this has learned token frequencies and nothing from context."""
+  def labels(source, n):
+    ids = np.concatenate([np.asarray(source[i]["masked_lm_ids"]) for i in range(n)])
+    weights = np.concatenate([np.asarray(source[i]["masked_lm_weights"]) for i in range(n)])
+    return ids[weights > 0]
+  counts = np.bincount(labels(train, len(train)), minlength=vocab_size) + 1.0
+  log_p = np.log(counts / counts.sum())
+  targets = labels(held_out, min(eval_examples, len(held_out)))
+  return dict(loss=float(-log_p[targets].mean()),
+              accuracy=float((targets == counts.argmax()).mean()))
+
+
+def write_baseline(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Builds (or finds) the study's data and writes its :func:`unigram_baseline` to
+  ``workdir/baseline.json`` once."""
+  path = os.path.join(workdir, "baseline.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  from lamb_optax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from lamb_optax.train import input as input_lib  # pylint: disable=g-import-not-at-top
+  d = config.base.data
+  directory, vocab_file = input_lib.locate(config.base, workdir)
+  with open(vocab_file) as f:
+    vocab_size = sum(1 for _ in f)
+  baseline = unigram_baseline(data_lib.load_pretraining_dataset(directory, d.train_split),
+                              data_lib.load_pretraining_dataset(directory, d.eval_split),
+                              config.study.eval_examples, vocab_size)
+  with open(path, "w") as f:
+    json.dump(baseline, f)
+  return baseline
+
+
+def read_baseline(workdir: str) -> dict[str, float] | None:
+  """``workdir/baseline.json`` (see :func:`write_baseline`), or None before it exists."""
+  path = os.path.join(workdir, "baseline.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
 def read_results(path: str) -> list[dict[str, Any]]:
   """The rows of a ``results.jsonl`` (none if it does not exist yet)."""
   if not os.path.exists(path):
@@ -179,11 +228,12 @@ def read_results(path: str) -> list[dict[str, Any]]:
 def write_outputs(workdir: str) -> list[dict[str, Any]]:
   """Rewrites ``results.csv`` and ``batch_scaling.png`` from ``results.jsonl``; the table."""
   table = summarize(read_results(os.path.join(workdir, "results.jsonl")))
+  baseline = read_baseline(workdir)
   if table:
     write_csv(table, os.path.join(workdir, "results.csv"))
     with open(os.path.join(workdir, "results.md"), "w") as f:
-      f.write(markdown_table(table))
-    plot(table, os.path.join(workdir, "batch_scaling.png"))
+      f.write(markdown_table(table, baseline))
+    plot(table, os.path.join(workdir, "batch_scaling.png"), baseline=baseline)
   return table
 
 
@@ -272,9 +322,11 @@ def write_csv(table: Sequence[dict[str, Any]], path: str) -> None:
       w.writerow({k: row[k] for k in TABLE_COLUMNS})
 
 
-def markdown_table(table: Sequence[dict[str, Any]]) -> str:
+def markdown_table(table: Sequence[dict[str, Any]],
+                   baseline: dict[str, float] | None = None) -> str:
   """The table as Markdown: per optimizer and batch, the loss band and the loss relative to the
-  optimizer's smallest batch (what a larger batch cost at the same number of examples)."""
+  optimizer's smallest batch (what a larger batch cost at the same number of examples); with a
+  :func:`unigram_baseline`, a last line with its loss and accuracy."""
   ratios = relative_to_smallest_batch(table)
   lines = ["| optimizer | batch | steps | peak LR | seeds (diverged) | final eval MLM loss "
            "(min–max) | vs smallest batch | eval MLM accuracy |",
@@ -285,10 +337,14 @@ def markdown_table(table: Sequence[dict[str, Any]]) -> str:
         f"| {r['optimizer']} | {r['batch_size']} | {r['num_train_steps']} | "
         f"{r['learning_rate']:.3g} | {r['seeds']} ({r['diverged']}) | {r['loss_mean']:.3f} "
         f"({r['loss_min']:.3f}–{r['loss_max']:.3f}) | {ratio:.3f} | {r['acc_mean']:.3f} |")
+  if baseline:
+    lines.append(f"| *unigram baseline* | | | | | {baseline['loss']:.3f} | | "
+                 f"{baseline['accuracy']:.3f} |")
   return "\n".join(lines) + "\n"
 
 
-def plot(table: Sequence[dict[str, Any]], path: str, title: str = "") -> None:
+def plot(table: Sequence[dict[str, Any]], path: str, title: str = "",
+         baseline: dict[str, float] | None = None) -> None:
   """Writes the PNG ``path``: :func:`plot_axes` absolute (left) and relative (right).
 
   Uses ``matplotlib.figure.Figure`` directly, not pyplot, so it never switches the backend of
@@ -297,17 +353,18 @@ def plot(table: Sequence[dict[str, Any]], path: str, title: str = "") -> None:
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
   fig = Figure(figsize=(11, 4))
   left, right = fig.subplots(1, 2)
-  plot_axes(table, left, title)
+  plot_axes(table, left, title, baseline=baseline)
   plot_axes(table, right, "relative to each optimizer's smallest batch", relative=True)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
 
 
 def plot_axes(table: Sequence[dict[str, Any]], ax: Any, title: str = "",
-              relative: bool = False) -> None:
+              relative: bool = False, baseline: dict[str, float] | None = None) -> None:
   """Final eval MLM loss vs batch size (log2 x), a line per optimizer, min/max band over seeds;
   with ``relative``, every value divided by the optimizer's mean loss at its smallest batch.
-  Batches where every seed diverged have no loss and are left out of their line."""
+  Batches where every seed diverged have no loss and are left out of their line. A
+  :func:`unigram_baseline` (absolute plot only) is drawn as a dashed horizontal line."""
   finite = [r for r in table if _finite(r["loss_mean"])]
   if not finite:
     ax.set_title("no finite results yet")
@@ -319,6 +376,8 @@ def plot_axes(table: Sequence[dict[str, Any]], ax: Any, title: str = "",
     ax.plot(xs, [r["loss_mean"] / scale for r in rows], marker="o", label=opt)
     ax.fill_between(xs, [r["loss_min"] / scale for r in rows],
                     [r["loss_max"] / scale for r in rows], alpha=0.2)
+  if baseline and not relative:
+    ax.axhline(baseline["loss"], color="gray", linestyle="--", label="unigram baseline")
   ax.set_xscale("log", base=2)
   ax.set_xlabel("global batch size (fixed number of training examples)")
   ax.set_ylabel("final eval MLM loss" + (" / small-batch loss" if relative else ""))

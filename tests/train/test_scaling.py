@@ -1,11 +1,13 @@
 """The batch-scaling study's planning, aggregation and an end-to-end --quick run (issue 9)."""
 
 import json
+import math
 import os
 import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from lamb_optax import schedules
@@ -136,6 +138,9 @@ def test_quick_study_end_to_end_and_skips_finished_cells(tmp_path):
   assert len(rows) == 4 and all(r["eval_mlm_loss"] > 0 for r in rows)
   assert (tmp_path / "results.csv").exists()
   assert (tmp_path / "batch_scaling.png").read_bytes()[:4] == b"\x89PNG"
+  baseline = scaling.read_baseline(str(tmp_path))
+  assert 0 < baseline["loss"] < math.log(8192) and "unigram baseline" in (
+      tmp_path / "results.md").read_text()
   out = subprocess.run(cmd, check=True, env=env, cwd=ROOT, capture_output=True, text=True,
                        timeout=300)
   assert "4 cells, 4 already done." in out.stdout
@@ -167,3 +172,14 @@ def test_a_diverged_cell_is_a_result_not_a_crash(tmp_path):
   assert table[0]["diverged"] == 1 and table[0]["loss_mean"] != table[0]["loss_mean"]  # NaN
   assert any("diverged" in line for line in lines)
   assert (tmp_path / "results.csv").exists()  # the study went on to write its outputs
+
+
+def test_unigram_baseline_by_hand():
+  def example(ids, weights):
+    return {"masked_lm_ids": np.array(ids), "masked_lm_weights": np.array(weights, np.float32)}
+  train = [example([1, 1, 0], [1, 1, 0]), example([2, 3, 3], [1, 0, 0])]  # labels 1, 1, 2
+  held_out = [example([1, 2], [1, 1]), example([3, 3], [1, 1])]
+  got = scaling.unigram_baseline(train, held_out, eval_examples=1, vocab_size=4)
+  # add-one smoothing over 4 tokens: p(1) = 3/7, p(2) = 2/7; the eval set is held_out[0] only.
+  assert got["loss"] == pytest.approx(-(math.log(3 / 7) + math.log(2 / 7)) / 2, rel=1e-12)
+  assert got["accuracy"] == 0.5
