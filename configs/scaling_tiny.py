@@ -2,35 +2,32 @@ r"""Batch-scaling study (issue 9): LAMB vs AdamW vs LARS as the batch grows, tin
 
 Hardware: the project's 2-core CPU machine, no accelerator, no downloads (embedded corpus).
 Published result: none (a CPU-scale analogue of the LAMB paper's claim, not a paper setting).
-Expected: at a fixed number of training examples, every optimizer's final eval MLM loss rises
-as the batch grows (fewer steps); the paper's claim is that LAMB's curve stays flat to larger
-batches than AdamW's, and that LARS does poorly on BERT. Not yet run: see docs/batch_scaling.md.
+Expected (measured, docs/batch_scaling.md): at a fixed number of training examples every
+optimizer's final eval MLM loss rises as the batch grows (fewer steps) until it reaches the
+unigram baseline (~6.57: token frequencies learned, nothing from context) at B >= 512; LAMB is
+the best optimizer at every batch below that and is the last to fall to the baseline; LARS is
+the worst throughout.
 
-Run (the full study, ~1 h; `--quick` proves the machinery in about a minute):
+Run (the full study, 42 cells, ~80 min on the 2-core CPU; `--quick` proves the machinery in
+about a minute; `--dry_run` lists the cells):
   python scripts/batch_scaling_study.py --config=configs/scaling_tiny.py --workdir=/tmp/scaling
 
-Cost arithmetic (the whole study must fit in <= 2 h on the 2-core CPU):
-  * throughput ~16k tokens/s for the tiny model = ~130 sequences/s at seq 128, so ~250 seq/s at
-    seq 64 (assumed: tokens/s roughly constant; attention is a small share at this length);
-    hence seq_length 64, max_predictions 10. One short check (B=1024, 4 steps, CPU shared with
-    another job) logged 35k tokens/s = ~550 seq/s; small batches pay more per-step overhead,
-    so 250 seq/s is kept as the planning figure (conservative).
-  * the embedded corpus at seq 64 (dupe_factor 5) holds 27,322 train and 3,150 held-out
-    sequences (built in ~13 s, once, in DIR/data).
-  * examples_budget = 32,768 sequences per cell (1.2 epochs) -> num_train_steps = 32768 // B: 2048 steps at B=16 ... 32 steps at B=1024.
-  * 7 batch sizes (16..1024, doubling) x 3 optimizers x 1 seed = 21 cells
-    -> 21 x 32,768 = 688k sequences / 250 seq/s = ~46 min of training,
-    + ~30 s per cell for compile, data loading, the final eval (1,024 held-out sequences) and
-      checkpoints = ~11 min  ->  ~1 h in all.  A 2nd seed doubles it (~2 h, the limit);
-      lr_rule="sweep" with 3 factors triples it (too long: reduce batch_sizes or the budget).
-  * why not batches beyond 1024: at 32 steps the run is mostly warmup, and the trainer's eval
-    batch equals the train batch, so B must stay <= the held-out split (3,150 at seq 64); eval_batches = max(1, eval_examples // B) keeps the eval set ~1,024.
+Cost (the whole study must fit in <= 2 h on the 2-core CPU):
+  * seq_length 64, max_predictions 10: the embedded corpus (dupe_factor 5) holds 27,322 train
+    and 3,150 held-out sequences (built once, in DIR/data, in ~15 s).
+  * examples_budget = 32,768 sequences per cell (1.2 epochs) -> num_train_steps = 32768 // B:
+    2048 steps at B=16 ... 32 steps at B=1024.
+  * measured: ~95-185 s per cell (~350 sequences/s at B >= 64, plus ~15 s of compile, eval and
+    checkpoints); 7 batches x 3 optimizers x 2 seeds = 42 cells in ~80 min.
+  * why not batches beyond 1024: at 32 steps every optimizer is already at the unigram
+    baseline, and B=32,768 would be a single step; the paper's 32k run still had 15,625 steps.
+    (The eval batch is separate, eval_batch_size=256, so a larger B needs no larger held-out set.)
 
 Learning rates: lr_rule "sqrt" = base_lr[opt] * sqrt(B / base_batch_size) (the LAMB paper's
 square-root rule; with base 5e-3 at 32768 it is exactly lamb_optax.schedules.paper_learning_rate);
 "sweep" tries that value times each of sweep_factors and keeps the lowest final eval loss.
-The base rates at B=64 are: LAMB 1e-2 (configs/tiny.py); AdamW 1e-3 and LARS 1e-1 are NOT tuned
-(guesses) — check them with a short lr_rule="sweep" run at one batch before trusting the plot.
+The base rates at B=64 are each optimizer's best in a sweep at B=64 (LAMB 3e-3/1e-2/3e-2, AdamW
+3e-4/1e-3/3e-3, LARS 1e-2/3e-2/1e-1/3e-1): LAMB 1e-2, AdamW 1e-3, LARS 3e-2.
 Warmup: warmup_fraction of the run (warmup_rule "fraction"); warmup_rule "paper" uses
 paper_warmup_ratio(B) (B/32768/5), which is ~0 steps at these batch sizes.
 """

@@ -9,8 +9,9 @@ Used by ``scripts/batch_scaling_study.py`` and ``colab/batch_scaling.ipynb``:
 * :func:`run_study` trains every cell not yet in ``results.jsonl`` (resumable);
 * :func:`summarize` aggregates result rows (mean/min/max over seeds, best LR per batch for the
   ``"sweep"`` rule), :func:`relative_to_smallest_batch` divides each loss by the optimizer's
-  small-batch loss; :func:`write_csv`, :func:`markdown_table` and :func:`plot` write the table
-  and the figure.
+  small-batch loss, :func:`gain_kept` measures it against the :func:`unigram_baseline` (what a
+  model that ignores its input scores); :func:`write_csv`, :func:`markdown_table` and
+  :func:`plot` write the table and the figure.
 
 Everything but :func:`run_study` is a pure function, tested without training.
 """
@@ -282,12 +283,33 @@ def summarize(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 def relative_to_smallest_batch(table: Sequence[dict[str, Any]]) -> dict[str, dict[int, float]]:
   """``{optimizer: {batch: loss_mean / loss_mean at that optimizer's smallest batch}}``, over
   the batches with a finite loss (a batch where every seed diverged is left out)."""
-  ratios: dict[str, dict[int, float]] = {}
-  finite = [r for r in table if _finite(r["loss_mean"])]
-  for opt in sorted({r["optimizer"] for r in finite}):
-    rows = sorted((r for r in finite if r["optimizer"] == opt), key=lambda r: r["batch_size"])
-    ratios[opt] = {r["batch_size"]: r["loss_mean"] / rows[0]["loss_mean"] for r in rows}
+  ratios = {}
+  for opt, losses in _finite_losses(table).items():
+    first = losses[min(losses)]
+    ratios[opt] = {batch: loss / first for batch, loss in losses.items()}
   return ratios
+
+
+def gain_kept(table: Sequence[dict[str, Any]],
+              baseline: dict[str, float]) -> dict[str, dict[int, float]]:
+  """``{optimizer: {batch: (U - loss) / (U - loss at its smallest batch)}}`` with ``U`` the
+  :func:`unigram_baseline` loss: the share of what the optimizer learned beyond token
+  frequencies at its smallest batch that it still learns at this batch (1 = all, <= 0 = none).
+  Unlike the plain ratio, it does not penalise an optimizer for having learned more."""
+  u, kept = baseline["loss"], {}
+  for opt, losses in _finite_losses(table).items():
+    first = losses[min(losses)]
+    kept[opt] = {batch: (u - loss) / (u - first) for batch, loss in losses.items()}
+  return kept
+
+
+def _finite_losses(table: Sequence[dict[str, Any]]) -> dict[str, dict[int, float]]:
+  """``{optimizer: {batch: loss_mean}}`` in batch order, finite losses only."""
+  losses: dict[str, dict[int, float]] = {}
+  for r in sorted(table, key=lambda r: (r["optimizer"], r["batch_size"])):
+    if _finite(r["loss_mean"]):
+      losses.setdefault(r["optimizer"], {})[r["batch_size"]] = r["loss_mean"]
+  return losses
 
 
 def _finite(x) -> bool:
@@ -326,19 +348,22 @@ def markdown_table(table: Sequence[dict[str, Any]],
                    baseline: dict[str, float] | None = None) -> str:
   """The table as Markdown: per optimizer and batch, the loss band and the loss relative to the
   optimizer's smallest batch (what a larger batch cost at the same number of examples); with a
-  :func:`unigram_baseline`, a last line with its loss and accuracy."""
+  :func:`unigram_baseline`, the :func:`gain_kept` column and a last line with its loss."""
   ratios = relative_to_smallest_batch(table)
+  kept = gain_kept(table, baseline) if baseline else {}
   lines = ["| optimizer | batch | steps | peak LR | seeds (diverged) | final eval MLM loss "
-           "(min–max) | vs smallest batch | eval MLM accuracy |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+           "(min–max) | vs smallest batch | gain over unigram kept | eval MLM accuracy |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
   for r in table:
     ratio = ratios.get(r["optimizer"], {}).get(r["batch_size"], math.nan)
+    share = kept.get(r["optimizer"], {}).get(r["batch_size"], math.nan)
     lines.append(
         f"| {r['optimizer']} | {r['batch_size']} | {r['num_train_steps']} | "
         f"{r['learning_rate']:.3g} | {r['seeds']} ({r['diverged']}) | {r['loss_mean']:.3f} "
-        f"({r['loss_min']:.3f}–{r['loss_max']:.3f}) | {ratio:.3f} | {r['acc_mean']:.3f} |")
+        f"({r['loss_min']:.3f}–{r['loss_max']:.3f}) | {ratio:.3f} | {share:.0%} | "
+        f"{r['acc_mean']:.3f} |")
   if baseline:
-    lines.append(f"| *unigram baseline* | | | | | {baseline['loss']:.3f} | | "
+    lines.append(f"| *unigram baseline* | | | | | {baseline['loss']:.3f} | | | "
                  f"{baseline['accuracy']:.3f} |")
   return "\n".join(lines) + "\n"
 

@@ -116,6 +116,9 @@ def test_relative_to_smallest_batch():
                              _row("lars", 512, 0, 1e-1, 8.0), _row("lars", 16, 0, 1e-1, None)])
   assert scaling.relative_to_smallest_batch(table) == {
       "lamb": {16: 1.0, 64: 0.8, 256: 1.2}, "lars": {32: 1.0, 512: 1.0}}
+  # unigram 7.0: lamb learned 2.0 beyond it at B=16, 3.0 at 64, 1.0 at 256; lars 0 -> division.
+  kept = scaling.gain_kept([r for r in table if r["optimizer"] == "lamb"], {"loss": 7.0})
+  assert kept == {"lamb": {16: 1.0, 64: 1.5, 256: 0.5}}
 
 
 def test_csv_and_plot(tmp_path):
@@ -125,6 +128,9 @@ def test_csv_and_plot(tmp_path):
   assert (tmp_path / "r.csv").read_text().count("\n") == 3
   md = scaling.markdown_table(table).splitlines()
   assert len(md) == 4 and md[2].startswith("| lamb | 8 | 1 | 0.01 | 2 (0) | 6.500 (6.000–7.000) | 1.000")
+  md = scaling.markdown_table(table, {"loss": 7.0, "accuracy": 0.05}).splitlines()
+  assert md[3].startswith("| lamb | 16 | 1 | 0.01 | 2 (0) | 6.500 (6.000–7.000) | 1.000 | 100% |")
+  assert md[4].startswith("| *unigram baseline* | | | | | 7.000 |")
   assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
 
 
