@@ -6,9 +6,10 @@ r"""Runs the batch-scaling study (issue 9): every (optimizer, batch, seed[, lr])
   python scripts/batch_scaling_study.py ... --dry_run   # print the planned cells and their cost
 
 Each cell trains in DIR/cells/<name> (a partly finished cell resumes from its checkpoint); a
-finished cell appends one JSON row to DIR/results.jsonl and is never rerun. All cells share one
-embedded-corpus build in DIR/data. After every cell DIR/results.csv and DIR/batch_scaling.png are
-rewritten from the rows so far.
+finished (or diverged) cell appends one JSON row to DIR/results.jsonl and is never rerun. All
+cells share one embedded-corpus build in DIR/data, whose unigram baseline is DIR/baseline.json.
+After every cell DIR/results.csv, DIR/results.md and DIR/batch_scaling.png are rewritten from the
+rows so far.
 """
 
 from __future__ import annotations
