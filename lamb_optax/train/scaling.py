@@ -26,6 +26,7 @@ import os
 import time
 from typing import Any, Callable, Iterable, Sequence
 
+from etils import epath
 import ml_collections
 import numpy as np
 
@@ -138,9 +139,9 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
   """Trains every planned cell not yet recorded in ``workdir/results.jsonl``; returns the table.
 
   Each cell trains in ``workdir/cells/<name>`` (a partly finished cell resumes from its
-  checkpoint); a finished cell appends one JSON row and is never rerun. All cells share one
-  embedded-corpus build in ``workdir/data``. After every cell ``results.csv`` and
-  ``batch_scaling.png`` are rewritten from the rows so far.
+  checkpoint); a finished (or diverged) cell appends one JSON row and is never rerun. All
+  cells share one embedded-corpus build in ``workdir/data``, whose :func:`unigram_baseline` is
+  written first. After every cell :func:`write_outputs` rewrites the table and the figure.
   """
   from lamb_optax.train import loop  # pylint: disable=g-import-not-at-top
   os.makedirs(workdir, exist_ok=True)
@@ -176,14 +177,17 @@ def unigram_baseline(train: Sequence[dict], held_out: Sequence[dict], eval_examp
   """The eval MLM loss and accuracy of a model that ignores its input: every masked token is
   predicted by its frequency among the training labels (add-one smoothed over the vocabulary),
   on the first ``eval_examples`` held-out examples (the study's eval set). A run whose loss is
-  not below this has learned token frequencies and nothing from context."""
+  not below this has learned token frequencies and nothing from context. ``vocab_size`` 0:
+  smooth over the label ids seen instead."""
   def labels(source, n):
     ids = np.concatenate([np.asarray(source[i]["masked_lm_ids"]) for i in range(n)])
     weights = np.concatenate([np.asarray(source[i]["masked_lm_weights"]) for i in range(n)])
     return ids[weights > 0]
-  counts = np.bincount(labels(train, len(train)), minlength=vocab_size) + 1.0
-  log_p = np.log(counts / counts.sum())
+  train_labels = labels(train, len(train))
   targets = labels(held_out, min(eval_examples, len(held_out)))
+  size = max(vocab_size, int(train_labels.max()) + 1, int(targets.max()) + 1)
+  counts = np.bincount(train_labels, minlength=size) + 1.0
+  log_p = np.log(counts / counts.sum())
   return dict(loss=float(-log_p[targets].mean()),
               accuracy=float((targets == counts.argmax()).mean()))
 
@@ -199,8 +203,7 @@ def write_baseline(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
   from lamb_optax.train import input as input_lib  # pylint: disable=g-import-not-at-top
   d = config.base.data
   directory, vocab_file = input_lib.locate(config.base, workdir)
-  with open(vocab_file) as f:
-    vocab_size = sum(1 for _ in f)
+  vocab_size = len(epath.Path(vocab_file).read_text().splitlines()) if vocab_file else 0
   baseline = unigram_baseline(data_lib.load_pretraining_dataset(directory, d.train_split),
                               data_lib.load_pretraining_dataset(directory, d.eval_split),
                               config.study.eval_examples, vocab_size)
@@ -227,7 +230,8 @@ def read_results(path: str) -> list[dict[str, Any]]:
 
 
 def write_outputs(workdir: str) -> list[dict[str, Any]]:
-  """Rewrites ``results.csv`` and ``batch_scaling.png`` from ``results.jsonl``; the table."""
+  """Rewrites ``results.csv``, ``results.md`` and ``batch_scaling.png`` from ``results.jsonl``
+  (with the baseline once ``baseline.json`` exists); returns the table."""
   table = summarize(read_results(os.path.join(workdir, "results.jsonl")))
   baseline = read_baseline(workdir)
   if table:

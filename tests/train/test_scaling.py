@@ -189,3 +189,5 @@ def test_unigram_baseline_by_hand():
   # add-one smoothing over 4 tokens: p(1) = 3/7, p(2) = 2/7; the eval set is held_out[0] only.
   assert got["loss"] == pytest.approx(-(math.log(3 / 7) + math.log(2 / 7)) / 2, rel=1e-12)
   assert got["accuracy"] == 0.5
+  unsized = scaling.unigram_baseline(train, held_out, eval_examples=1, vocab_size=0)  # ids 0..2
+  assert unsized["loss"] == pytest.approx(-(math.log(3 / 6) + math.log(2 / 6)) / 2, rel=1e-12)
