@@ -302,8 +302,9 @@ def gain_kept(table: Sequence[dict[str, Any]],
   Unlike the plain ratio, it does not penalise an optimizer for having learned more."""
   u, kept = baseline["loss"], {}
   for opt, losses in _finite_losses(table).items():
-    first = losses[min(losses)]
-    kept[opt] = {batch: (u - loss) / (u - first) for batch, loss in losses.items()}
+    gain = u - losses[min(losses)]
+    kept[opt] = {batch: (u - loss) / gain if gain else math.nan
+                 for batch, loss in losses.items()}
   return kept
 
 

@@ -116,9 +116,12 @@ def test_relative_to_smallest_batch():
                              _row("lars", 512, 0, 1e-1, 8.0), _row("lars", 16, 0, 1e-1, None)])
   assert scaling.relative_to_smallest_batch(table) == {
       "lamb": {16: 1.0, 64: 0.8, 256: 1.2}, "lars": {32: 1.0, 512: 1.0}}
-  # unigram 7.0: lamb learned 2.0 beyond it at B=16, 3.0 at 64, 1.0 at 256; lars 0 -> division.
+  # unigram 7.0: lamb learned 2.0 beyond it at B=16, 3.0 at 64, 1.0 at 256.
   kept = scaling.gain_kept([r for r in table if r["optimizer"] == "lamb"], {"loss": 7.0})
   assert kept == {"lamb": {16: 1.0, 64: 1.5, 256: 0.5}}
+  # lars sits exactly at an 8.0 baseline at its smallest batch: no gain to keep, so NaN.
+  kept = scaling.gain_kept(table, {"loss": 8.0})["lars"]
+  assert math.isnan(kept[32]) and math.isnan(kept[512])
 
 
 def test_csv_and_plot(tmp_path):
