@@ -26,7 +26,6 @@ import os
 import time
 from typing import Any, Callable, Iterable, Sequence
 
-from etils import epath
 import ml_collections
 import numpy as np
 
@@ -195,19 +194,18 @@ def unigram_baseline(train: Sequence[dict], held_out: Sequence[dict], eval_examp
 def write_baseline(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Builds (or finds) the study's data and writes its :func:`unigram_baseline` to
   ``workdir/baseline.json`` once."""
-  path = os.path.join(workdir, "baseline.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      return json.load(f)
+  existing = read_baseline(workdir)
+  if existing:
+    return existing
   from lamb_optax import data as data_lib  # pylint: disable=g-import-not-at-top
   from lamb_optax.train import input as input_lib  # pylint: disable=g-import-not-at-top
   d = config.base.data
   directory, vocab_file = input_lib.locate(config.base, workdir)
-  vocab_size = len(epath.Path(vocab_file).read_text().splitlines()) if vocab_file else 0
+  vocab_size = max(data_lib.read_vocab(vocab_file).values()) + 1 if vocab_file else 0
   baseline = unigram_baseline(data_lib.load_pretraining_dataset(directory, d.train_split),
                               data_lib.load_pretraining_dataset(directory, d.eval_split),
                               config.study.eval_examples, vocab_size)
-  with open(path, "w") as f:
+  with open(os.path.join(workdir, "baseline.json"), "w") as f:
     json.dump(baseline, f)
   return baseline
 
