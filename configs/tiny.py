@@ -29,6 +29,7 @@ def get_config():
   config.log_every_steps = 10
   config.eval_every_steps = 200
   config.eval_batches = 2
+  config.eval_batch_size = 64  # 2 x 64 held-out sequences, the eval set of the README's figures
   config.checkpoint_every_steps = 200
   config.mesh.data = -1
   return config

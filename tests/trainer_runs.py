@@ -15,7 +15,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 # different device layouts must agree), the embedded corpus cut to a few documents.
 SMALL = {
     "num_train_steps": 8, "warmup_steps": 2, "global_batch_size": 16, "micro_batch_size": 4,
-    "log_every_steps": 1, "eval_every_steps": 4, "eval_batches": 1, "checkpoint_every_steps": 2,
+    "log_every_steps": 1, "eval_every_steps": 4, "eval_batches": 1, "eval_batch_size": 16,
+    "checkpoint_every_steps": 2,
     "learning_rate": 5e-3, "data.embedded_max_documents": 60,
     "model.overrides.hidden_dropout": 0.0, "model.overrides.attention_dropout": 0.0,
 }

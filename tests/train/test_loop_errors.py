@@ -67,7 +67,7 @@ def test_bad_config_fails_before_writing_anything(tmp_path, data_dir, changes, m
 
 def test_eval_batch_defaults_to_one_micro_step():
   # Memory follows the micro-batch for eval as for training: a 32k batch evaluates in 2 x 8 rows.
-  config = small_config("unused", global_batch_size=32768)
+  config = small_config("unused", global_batch_size=32768, eval_batch_size=0)
   plan = config_lib.plan_batches(config, data_parallel_devices=8, process_count=2)
   assert (plan.eval_batch_size, plan.per_process_eval_batch_size) == (16, 8)
   config.eval_batch_size = 64
