@@ -47,7 +47,7 @@ import jax
 import ml_collections
 import optax
 
-from lamb_optax import recipes
+from lamb_optax.train import recipes
 from lamb_optax.models import bert
 from lamb_optax.train import bert_task
 from lamb_optax.train import config as config_lib

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import lamb_optax
-from lamb_optax import recipes
+from lamb_optax.train import recipes
 from lamb_optax.train import config as train_config
 
 CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"

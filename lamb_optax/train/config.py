@@ -13,7 +13,7 @@ import math
 import ml_collections
 from ml_collections import config_dict
 
-from lamb_optax.recipes import OPTIMIZERS
+from lamb_optax.train.recipes import OPTIMIZERS
 
 
 def default_config() -> ml_collections.ConfigDict:

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from lamb_optax import recipes
+from lamb_optax.train import recipes
 from lamb_optax.train import bert_task
 from lamb_optax.train import checkpoint as checkpoint_lib
 from lamb_optax.train import config as config_lib

@@ -158,7 +158,7 @@ def test_quick_study_end_to_end_and_skips_finished_cells(tmp_path):
 
 def test_every_cell_builds_its_optimizer():
   config = _study()
-  from lamb_optax import recipes  # pylint: disable=g-import-not-at-top
+  from lamb_optax.train import recipes  # pylint: disable=g-import-not-at-top
   assert set(config.study.optimizers) <= set(recipes.OPTIMIZERS)
   for cell in scaling.plan_cells(config):
     c = config_lib.lock(scaling.cell_config(config.base, cell))
