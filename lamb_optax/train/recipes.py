@@ -14,16 +14,15 @@ import ml_collections
 import optax
 
 from lamb_optax import aliases
-from lamb_optax import family
 from lamb_optax import schedules
 
 OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "lamb": aliases.lamb,
-    "lars": family.lars,
-    "nvlamb": family.nvlamb,
-    "nlamb": family.nlamb,
-    "nnlamb": family.nnlamb,
-    "adamw": family.adamw_baseline,
+    "lars": aliases.lars,
+    "nvlamb": aliases.nvlamb,
+    "nlamb": aliases.nlamb,
+    "nnlamb": aliases.nnlamb,
+    "adamw": aliases.adamw_baseline,
 }
 
 

@@ -1,0 +1,78 @@
+"""Argument checks shared by every transform and alias, run at construction time.
+
+Each check raises a ``TypeError``/``ValueError`` that names the argument and says what it must be,
+so a bad recipe fails where it is written, never inside a jitted trace.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import jax.numpy as jnp
+
+Bounds = Optional[tuple[float, float]]
+
+
+def check_bounds(bounds: Bounds, argname: str) -> None:
+  """Raises a ValueError naming ``argname`` unless ``bounds`` is None or 0 <= lo <= hi."""
+  if bounds is None:
+    return
+  try:
+    lo, hi = (float(b) for b in bounds)
+  except (TypeError, ValueError):
+    raise TypeError(f"`{argname}` must be a pair (lo, hi) of numbers or None, got {bounds!r}.")
+  if math.isnan(lo) or math.isnan(hi) or lo < 0 or lo > hi:
+    raise ValueError(
+        f"`{argname}` must satisfy 0 <= lo <= hi (use math.inf for no upper bound), "
+        f"got {bounds!r}."
+    )
+
+
+def check_nonnegative(value: Any, argname: str) -> None:
+  """Raises a ValueError naming ``argname`` unless ``value`` is a finite number >= 0."""
+  if callable(value):
+    return
+  try:
+    value = float(value)
+  except (TypeError, ValueError):
+    raise TypeError(f"`{argname}` must be a number, got {value!r}.") from None
+  if not math.isfinite(value) or value < 0:
+    raise ValueError(f"`{argname}` must be finite and >= 0, got {value!r}.")
+
+
+def check_decay_rate(value: Any, argname: str) -> None:
+  """Raises a ValueError naming ``argname`` unless ``value`` lies in [0, 1)."""
+  check_nonnegative(value, argname)
+  if float(value) >= 1:
+    raise ValueError(f"`{argname}` must lie in [0, 1), got {value!r}.")
+
+
+def check_learning_rate(learning_rate: Any) -> None:
+  """A schedule passes; a number must be finite and >= 0."""
+  if not callable(learning_rate):
+    check_nonnegative(learning_rate, "learning_rate")
+
+
+def check_dtype(dtype: Any, argname: str) -> None:
+  """None passes; anything else must name a floating dtype."""
+  if dtype is None:
+    return
+  try:
+    dtype = jnp.dtype(dtype)
+  except TypeError:
+    raise TypeError(f"`{argname}` must be a dtype such as jnp.bfloat16, got {dtype!r}.") from None
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise TypeError(f"`{argname}` must be a floating dtype, got {dtype}.")
+
+
+def check_adam(learning_rate: Any, b1: Any, b2: Any, eps: Any, eps_root: Any,
+               weight_decay: Any, mu_dtype: Any = None) -> None:
+  """The checks every Adam-moment alias (LAMB, N-LAMB, AdamW) runs on its shared arguments."""
+  check_learning_rate(learning_rate)
+  check_decay_rate(b1, "b1")
+  check_decay_rate(b2, "b2")
+  check_nonnegative(eps, "eps")
+  check_nonnegative(eps_root, "eps_root")
+  check_nonnegative(weight_decay, "weight_decay")
+  check_dtype(mu_dtype, "mu_dtype")
