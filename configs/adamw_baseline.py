@@ -27,6 +27,6 @@ def get_config():
   config.learning_rate = 1e-4
   config.warmup_steps = 10_000
   config.decay_power = 1.0
-  config.data.seq_length = 128
-  config.data.max_predictions = 20
+  config.data.max_seq_length = 128
+  config.data.max_predictions_per_seq = 20
   return config

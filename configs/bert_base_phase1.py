@@ -22,6 +22,6 @@ GLOBAL_BATCH, STEPS, SEQ, PREDICTIONS = 32768, 14063, 128, 20
 def get_config():
   # Per chip: 32,768 = 64 chips (v4-128) x 128 x 4 micro-batches.
   config = paper_lamb_phase("base", global_batch_size=GLOBAL_BATCH, num_train_steps=STEPS,
-                            seq_length=SEQ, max_predictions=PREDICTIONS,
+                            max_seq_length=SEQ, max_predictions_per_seq=PREDICTIONS,
                             micro_batch_size=128)
   return config

@@ -20,6 +20,6 @@ GLOBAL_BATCH, STEPS, SEQ, PREDICTIONS = 32768, 1562, 512, 80
 def get_config():
   # Per chip: 32,768 = 64 chips (v4-128) x 32 x 16 micro-batches.
   config = paper_lamb_phase("base", global_batch_size=GLOBAL_BATCH, num_train_steps=STEPS,
-                            seq_length=SEQ, max_predictions=PREDICTIONS,
+                            max_seq_length=SEQ, max_predictions_per_seq=PREDICTIONS,
                             micro_batch_size=32, init_from="/tmp/bert_base_phase1")
   return config

@@ -24,6 +24,6 @@ GLOBAL_BATCH, STEPS, SEQ, PREDICTIONS = 65536, 7038, 128, 20
 def get_config():
   # Per chip: 65,536 = 512 chips (v4-1024) x 32 x 4 micro-batches.
   config = paper_lamb_phase("large", global_batch_size=GLOBAL_BATCH, num_train_steps=STEPS,
-                            seq_length=SEQ, max_predictions=PREDICTIONS,
+                            max_seq_length=SEQ, max_predictions_per_seq=PREDICTIONS,
                             micro_batch_size=32)
   return config

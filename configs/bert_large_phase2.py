@@ -21,7 +21,7 @@ GLOBAL_BATCH, STEPS, SEQ, PREDICTIONS = 32768, 1561, 512, 80
 def get_config():
   # Per chip: 32,768 = 512 chips (v4-1024) x 8 x 8 micro-batches.
   config = paper_lamb_phase("large", global_batch_size=GLOBAL_BATCH, num_train_steps=STEPS,
-                            seq_length=SEQ, max_predictions=PREDICTIONS,
+                            max_seq_length=SEQ, max_predictions_per_seq=PREDICTIONS,
                             micro_batch_size=8, init_from="/tmp/bert_large_phase1")
   config.model.remat = "dots"  # seq 512 activations; trades ~20% compute for memory
   return config

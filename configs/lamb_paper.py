@@ -38,6 +38,6 @@ def get_config(batch_size: str = "32768"):
   config.learning_rate = schedules.paper_learning_rate(batch)
   config.warmup_steps = round(schedules.paper_warmup_ratio(batch) * config.num_train_steps)
   config.decay_power = 1.0
-  config.data.seq_length = 128
-  config.data.max_predictions = 20
+  config.data.max_seq_length = 128
+  config.data.max_predictions_per_seq = 20
   return config

@@ -37,6 +37,6 @@ def get_config(phase: str = "phase1"):
   config.learning_rate = lr
   config.warmup_steps = round(warmup * steps)
   config.decay_power = 0.5
-  config.data.seq_length = seq
-  config.data.max_predictions = predictions
+  config.data.max_seq_length = seq
+  config.data.max_predictions_per_seq = predictions
   return config

@@ -14,7 +14,7 @@ about a minute; `--dry_run` lists the cells):
   python scripts/batch_scaling_study.py --config=configs/scaling_tiny.py --workdir=/tmp/scaling
 
 Cost (the whole study must fit in <= 2 h on the 2-core CPU):
-  * seq_length 64, max_predictions 10: the embedded corpus (dupe_factor 5) holds 27,322 train
+  * max_seq_length 64, max_predictions_per_seq 10: the embedded corpus (dupe_factor 5) holds 27,322 train
     and 3,150 held-out sequences (built once, in DIR/data, in ~15 s).
   * examples_budget = 32,768 sequences per cell (1.2 epochs) -> num_train_steps = 32768 // B:
     2048 steps at B=16 ... 32 steps at B=1024.
@@ -43,8 +43,8 @@ def get_config():
   base = default_config()
   base.model.preset = "tiny"
   base.optimizer.kwargs.weight_decay = 0.01
-  base.data.seq_length = 64
-  base.data.max_predictions = 10
+  base.data.max_seq_length = 64
+  base.data.max_predictions_per_seq = 10
   base.log_every_steps = 50
   base.checkpoint_every_steps = 500
   base.mesh.data = 1  # one data-parallel device: micro-batches (grad accumulation) above the cap

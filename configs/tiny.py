@@ -24,8 +24,8 @@ def get_config():
   config.num_train_steps = 600
   config.global_batch_size = 64
   config.micro_batch_size = 32
-  config.data.seq_length = 128
-  config.data.max_predictions = 20
+  config.data.max_seq_length = 128
+  config.data.max_predictions_per_seq = 20
   config.log_every_steps = 10
   config.eval_every_steps = 200
   config.eval_batches = 2

@@ -26,8 +26,8 @@ def get_config():
   config.num_train_steps = 2
   config.learning_rate = schedules.paper_learning_rate(GLOBAL_BATCH)
   config.warmup_steps = 1
-  config.data.seq_length = 128
-  config.data.max_predictions = 20
+  config.data.max_seq_length = 128
+  config.data.max_predictions_per_seq = 20
   # 11 copies of the corpus with different pairs and masks (~36k examples): one global batch
   # holds 32,768 distinct examples.
   config.data.embedded_dupe_factor = 11

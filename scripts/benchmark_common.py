@@ -42,9 +42,9 @@ def machine() -> str:
           f"{os.cpu_count()} cores; jax {jax.__version__}")
 
 
-def make_batch(config: bert.BertConfig, batch_size: int, seq_len: int) -> dict[str, jax.Array]:
+def make_batch(config: bert.BertConfig, batch_size: int, max_seq_length: int) -> dict[str, jax.Array]:
   """The synthetic pretraining batch both peers train on (Google's layout, on device)."""
-  batch = bert.random_batch(config, batch_size, seq_len, seed=0)
+  batch = bert.random_batch(config, batch_size, max_seq_length, seed=0)
   bert.validate_batch(batch, config)
   return {k: jnp.asarray(v) for k, v in batch.items()}
 
@@ -54,7 +54,7 @@ def add_common_args(parser: argparse.ArgumentParser, quick_help: str) -> None:
   parser.add_argument("--preset", default="base")
   parser.add_argument("--batch", "--batch-size", dest="batch_size", type=int, default=8,
                       help="sequences per step")
-  parser.add_argument("--seq", "--seq-len", dest="seq_len", type=int, default=128)
+  parser.add_argument("--seq", "--seq-len", dest="max_seq_length", type=int, default=128)
   parser.add_argument("--dtype", default="float32", help="compute dtype, e.g. bfloat16 on GPU/TPU")
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--steps", type=int, default=3, help="timed steps per round")

@@ -57,7 +57,7 @@ def loader_speed(source, prepared, *, batch_size: int, batches: int, worker_coun
   return batches * batch_size / seconds
 
 
-def model_speed(preset: str, vocab_size: int, batch_size: int, seq_len: int, steps: int) -> float:
+def model_speed(preset: str, vocab_size: int, batch_size: int, max_seq_length: int, steps: int) -> float:
   """Examples/s of a jitted BERT train step (value_and_grad + lamb_optax.lamb), after compile."""
   config = bert.BertConfig.preset(preset, vocab_size=vocab_size)
   model = bert.BertForPreTraining(config, rngs=nnx.Rngs(0))
@@ -67,7 +67,7 @@ def model_speed(preset: str, vocab_size: int, batch_size: int, seq_len: int, ste
     return nnx.merge(graphdef, p).pretraining_loss(batch, dropout_rng=key)[0]
 
   batch = {k: jax.numpy.asarray(v)
-           for k, v in bert.random_batch(config, batch_size, seq_len, seed=0).items()}
+           for k, v in bert.random_batch(config, batch_size, max_seq_length, seed=0).items()}
   steps_ = PlainSteps(loss_fn, lamb_optax.lamb(1e-3, stacked_axes=bert.stacked_axes), params,
                       batch)
   timed(steps_.train)  # compile
@@ -99,7 +99,7 @@ def main() -> None:
   print(f"embedded corpus ready in {time.perf_counter() - start:.1f}s: {prepared.directory}")
   source = data.load_pretraining_dataset(prepared.directory, "train")
   seq = prepared.masking.max_seq_length
-  report = {"machine": machine(), "batch": args.batch, "seq_len": seq,
+  report = {"machine": machine(), "batch": args.batch, "max_seq_length": seq,
             "vocab_size": prepared.vocab_size, "train_examples": len(source), "loader": {},
             "model": {}}
   for workers in (int(w) for w in args.workers.split(",") if w):

@@ -107,10 +107,10 @@ def main() -> None:
 
   hf = not args.no_hf and hf_available()
   config = bert.BertConfig.preset(args.preset, dtype=args.dtype)
-  batch = make_batch(config, args.batch_size, args.seq_len)
-  tokens = args.batch_size * args.seq_len
+  batch = make_batch(config, args.batch_size, args.max_seq_length)
+  tokens = args.batch_size * args.max_seq_length
   print(f"machine: {machine()}")
-  print(f"BERT-{args.preset}, batch {args.batch_size} x seq {args.seq_len}, dtype {args.dtype}, "
+  print(f"BERT-{args.preset}, batch {args.batch_size} x seq {args.max_seq_length}, dtype {args.dtype}, "
         f"{args.rounds} interleaved rounds of {args.steps} steps")
 
   modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -121,10 +121,10 @@ def main() -> None:
     print(f"  first call (compile + 1 step) {r.name}: " +
           ", ".join(f"{m} {s:.1f}s" for m, s in r.compile_s.items()))
   speeds = throughput(runners, modes, args.rounds, args.steps, tokens)
-  flops = bert.flops_per_token(config, args.seq_len)
+  flops = bert.flops_per_token(config, args.max_seq_length)
   peak = args.peak_tflops * 1e12 if args.peak_tflops else None
   report: dict[str, Any] = dict(machine=machine(), preset=args.preset, batch=args.batch_size,
-                                seq_len=args.seq_len, dtype=args.dtype, tokens_per_s=speeds,
+                                max_seq_length=args.max_seq_length, dtype=args.dtype, tokens_per_s=speeds,
                                 flops_per_token=flops)
   for mode, by_name in speeds.items():
     print(speed_line(mode, by_name, flops, peak))

@@ -68,7 +68,7 @@ def trainer_config(args: argparse.Namespace, data_parallel: int) -> ml_collectio
   config = config_lib.default_config()
   config.model.preset = args.preset
   config.model.dtype = args.dtype
-  config.data.seq_length = args.seq_len
+  config.data.max_seq_length = args.max_seq_length
   config.global_batch_size = args.batch_size
   config.micro_batch_size = max(1, args.batch_size // (args.micro_batches * data_parallel))
   config = config_lib.lock(config)
@@ -161,12 +161,12 @@ def main() -> None:
   ours = TrainerStep(config, mesh, plan.num_micro_batches,
                      bert.BertConfig.preset(args.preset).vocab_size)
   bert_config = ours.task.bert_config
-  batch = make_batch(bert_config, args.batch_size, args.seq_len)
+  batch = make_batch(bert_config, args.batch_size, args.max_seq_length)
   ours.set_batch(batch)
   print(f"machine: {machine()}")
   print(f"BERT-{args.preset}, batch {args.batch_size} (= {plan.data_parallel_devices} device(s) x "
         f"{plan.micro_batch_size} x {plan.num_micro_batches} micro-batch(es)) x seq "
-        f"{args.seq_len}, dtype {args.dtype}, {args.rounds} interleaved rounds of {args.steps} "
+        f"{args.max_seq_length}, dtype {args.dtype}, {args.rounds} interleaved rounds of {args.steps} "
         "steps")
 
   runners = [Runner("ours", {MODE: ours.train})]
@@ -185,11 +185,11 @@ def main() -> None:
     peak_source = (f"measured matmul peak: fastest of {args.rounds * args.steps * MATMUL_REPEATS} "
                    f"{MATMUL_SIZE}x{MATMUL_SIZE} {args.dtype} jnp.dot, timed in every round "
                    "between the steps")
-  speeds = {name: args.batch_size * args.seq_len * statistics.median(r)
+  speeds = {name: args.batch_size * args.max_seq_length * statistics.median(r)
             for name, r in rates.items()}
-  flops = bert.flops_per_token(bert_config, args.seq_len)
+  flops = bert.flops_per_token(bert_config, args.max_seq_length)
   report: dict[str, Any] = dict(
-      machine=machine(), preset=args.preset, batch=args.batch_size, seq_len=args.seq_len,
+      machine=machine(), preset=args.preset, batch=args.batch_size, max_seq_length=args.max_seq_length,
       micro_batches=plan.num_micro_batches, dtype=args.dtype, rounds=args.rounds,
       steps=args.steps, tokens_per_s=speeds, flops_per_token=flops,
       peak_flops=peak_flops, peak_source=peak_source, mfu=speeds["ours"] * flops / peak_flops,

@@ -72,8 +72,8 @@ def test_two_phase_configs():
   _, b2 = load("bert_base_phase2")
   assert b1.num_train_steps + b2.num_train_steps == 15625  # the paper's 32k row
   for p1, p2 in ((l1, l2), (b1, b2)):
-    assert (p1.data.seq_length, p1.data.max_predictions) == (128, 20)
-    assert (p2.data.seq_length, p2.data.max_predictions) == (512, 80)
+    assert (p1.data.max_seq_length, p1.data.max_predictions_per_seq) == (128, 20)
+    assert (p2.data.max_seq_length, p2.data.max_predictions_per_seq) == (512, 80)
     assert not p1.init_from and p2.init_from
   for c in (l1, l2, b1, b2):
     assert c.global_batch_size % c.micro_batch_size == 0

@@ -17,7 +17,7 @@ nnx.Param)`` leaves nothing else behind.
 
 >>> from flax import nnx
 >>> model = BertForPreTraining(BertConfig.tiny(vocab_size=100), rngs=nnx.Rngs(0))
->>> batch = random_batch(model.config, batch_size=2, seq_len=16, seed=0)
+>>> batch = random_batch(model.config, batch_size=2, max_seq_length=16, seed=0)
 >>> loss, metrics = model.pretraining_loss(batch)
 >>> sorted(metrics)
 ['loss', 'mlm_accuracy', 'mlm_loss', 'mlm_weight', 'nsp_accuracy', 'nsp_loss']

@@ -128,15 +128,15 @@ class BertConfig:
     return dataclasses.asdict(self)
 
 
-def default_predictions_per_seq(seq_len: int) -> int:
+def default_max_predictions_per_seq(max_seq_length: int) -> int:
   """Google's ``max_predictions_per_seq`` for a sequence length: 20 at 128, 80 at 512."""
-  return max(1, round(seq_len * 20 / 128))
+  return max(1, round(max_seq_length * 20 / 128))
 
 
 def flops_per_token(
     config: BertConfig,
-    seq_len: int,
-    predictions_per_seq: int | None = None,
+    max_seq_length: int,
+    max_predictions_per_seq: int | None = None,
     training: bool = True,
 ) -> float:
   """Matmul FLOPs per input token of one pretraining step (forward + backward by default).
@@ -144,7 +144,7 @@ def flops_per_token(
   Counts what the hardware multiplies in ``BertForPreTraining.pretraining_loss``: per layer the
   Q/K/V/output projections (4·H²) and the MLP (2·H·I) per token, attention scores and mixing
   (2·S·H per token); the last layer computes everything but K and V only at [CLS] and the
-  ``predictions_per_seq`` masked positions (default as Google's recipe: 20 at 128, 80 at 512),
+  ``max_predictions_per_seq`` masked positions (default as Google's recipe: 20 at 128, 80 at 512),
   and so do the MLM transform and vocabulary projection; the pooler and NSP run once per
   sequence. Embedding lookups, softmax and LayerNorm are not matmuls and are left out (under
   1%). A multiply-add is 2 FLOPs; training costs 3x the forward (the backward computes gradients
@@ -153,16 +153,16 @@ def flops_per_token(
   >>> round(flops_per_token(BertConfig.preset("base"), 128) / 1e6)
   516
   """
-  if seq_len < 1:
-    raise ValueError(f"seq_len must be positive, got {seq_len}.")
+  if max_seq_length < 1:
+    raise ValueError(f"max_seq_length must be positive, got {max_seq_length}.")
   h, i, v = config.hidden_size, config.intermediate_size, config.vocab_size
-  p = default_predictions_per_seq(seq_len) if predictions_per_seq is None else predictions_per_seq
+  p = default_max_predictions_per_seq(max_seq_length) if max_predictions_per_seq is None else max_predictions_per_seq
   keys_values = 2 * (2 * h * h)
-  queries_to_mlp = 2 * (2 * h * h + 2 * h * i) + 2 * 2 * seq_len * h
-  last_layer_fraction = min(1.0, (1 + p) / seq_len)
+  queries_to_mlp = 2 * (2 * h * h + 2 * h * i) + 2 * 2 * max_seq_length * h
+  last_layer_fraction = min(1.0, (1 + p) / max_seq_length)
   encoder = (config.num_layers * (keys_values + queries_to_mlp)
              - (1.0 - last_layer_fraction) * queries_to_mlp)
-  mlm_head = 2 * (h * h + h * v) * p / seq_len
-  pooler_nsp = 2 * (h * h + 2 * h) / seq_len
+  mlm_head = 2 * (h * h + h * v) * p / max_seq_length
+  pooler_nsp = 2 * (h * h + 2 * h) / max_seq_length
   forward = encoder + mlm_head + pooler_nsp
   return float(3 * forward if training else forward)

@@ -27,7 +27,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from lamb_optax.models.config import BertConfig, default_predictions_per_seq
+from lamb_optax.models.config import BertConfig, default_max_predictions_per_seq
 
 SEQUENCE_FEATURES = ("input_ids", "input_mask", "segment_ids")
 PREDICTION_FEATURES = ("masked_lm_positions", "masked_lm_ids", "masked_lm_weights")
@@ -88,7 +88,7 @@ def check_encoder_inputs(config: BertConfig, input_ids, token_type_ids=None,
 def validate_batch(batch: Mapping[str, Any], config: BertConfig) -> None:
   """Raises ``ValueError`` naming the feature and the fix if ``batch`` is not a valid batch.
 
-  >>> batch = random_batch(BertConfig.tiny(vocab_size=100), batch_size=2, seq_len=8)
+  >>> batch = random_batch(BertConfig.tiny(vocab_size=100), batch_size=2, max_seq_length=8)
   >>> validate_batch(batch, BertConfig.tiny(vocab_size=100))
   >>> validate_batch(batch, BertConfig.tiny(vocab_size=10))
   Traceback (most recent call last):
@@ -102,7 +102,7 @@ def validate_batch(batch: Mapping[str, Any], config: BertConfig) -> None:
         f"{list(FEATURES)}, as Google's create_pretraining_data.py writes them."
     )
   check_encoder_inputs(config, batch["input_ids"], batch["segment_ids"], batch["input_mask"])
-  batch_size, seq_len = np.shape(batch["input_ids"])
+  batch_size, max_seq_length = np.shape(batch["input_ids"])
   predictions = np.shape(batch["masked_lm_positions"])
   if len(predictions) != 2 or predictions[0] != batch_size:
     raise ValueError(
@@ -119,8 +119,8 @@ def validate_batch(batch: Mapping[str, Any], config: BertConfig) -> None:
         f"next_sentence_labels must be ({batch_size},) or ({batch_size}, 1), got {labels_shape}."
     )
   _check_range(
-      "masked_lm_positions", batch["masked_lm_positions"], seq_len,
-      f"the sequence length is {seq_len}", "Positions index tokens of the same example.",
+      "masked_lm_positions", batch["masked_lm_positions"], max_seq_length,
+      f"the sequence length is {max_seq_length}", "Positions index tokens of the same example.",
   )
   _check_range(
       "masked_lm_ids", batch["masked_lm_ids"], config.vocab_size,
@@ -135,33 +135,33 @@ def validate_batch(batch: Mapping[str, Any], config: BertConfig) -> None:
 def random_batch(
     config: BertConfig,
     batch_size: int,
-    seq_len: int,
-    predictions_per_seq: int | None = None,
+    max_seq_length: int,
+    max_predictions_per_seq: int | None = None,
     seed: int = 0,
 ) -> dict[str, np.ndarray]:
   """A well-formed synthetic pretraining batch (random ids), for benchmarks and smoke tests.
 
-  Each example has a random length between half and all of ``seq_len`` (the rest padding), two
-  segments, and up to ``predictions_per_seq`` masked positions among its real tokens (15% of them,
+  Each example has a random length between half and all of ``max_seq_length`` (the rest padding), two
+  segments, and up to ``max_predictions_per_seq`` masked positions among its real tokens (15% of them,
   padded with weight 0), as Google's data has.
 
-  >>> batch = random_batch(BertConfig.tiny(), batch_size=4, seq_len=128)
+  >>> batch = random_batch(BertConfig.tiny(), batch_size=4, max_seq_length=128)
   >>> batch["input_ids"].shape, batch["masked_lm_positions"].shape
   ((4, 128), (4, 20))
   """
   rng = np.random.default_rng(seed)
-  p = default_predictions_per_seq(seq_len) if predictions_per_seq is None else predictions_per_seq
+  p = default_max_predictions_per_seq(max_seq_length) if max_predictions_per_seq is None else max_predictions_per_seq
   batch = dict(
-      input_ids=np.zeros((batch_size, seq_len), np.int32),
-      input_mask=np.zeros((batch_size, seq_len), np.int32),
-      segment_ids=np.zeros((batch_size, seq_len), np.int32),
+      input_ids=np.zeros((batch_size, max_seq_length), np.int32),
+      input_mask=np.zeros((batch_size, max_seq_length), np.int32),
+      segment_ids=np.zeros((batch_size, max_seq_length), np.int32),
       masked_lm_positions=np.zeros((batch_size, p), np.int32),
       masked_lm_ids=np.zeros((batch_size, p), np.int32),
       masked_lm_weights=np.zeros((batch_size, p), np.float32),
       next_sentence_labels=rng.integers(0, 2, (batch_size, 1)).astype(np.int32),
   )
   for b in range(batch_size):
-    length = int(rng.integers(max(2, seq_len // 2), seq_len + 1))
+    length = int(rng.integers(max(2, max_seq_length // 2), max_seq_length + 1))
     batch["input_ids"][b, :length] = rng.integers(1, config.vocab_size, length)
     batch["input_mask"][b, :length] = 1
     batch["segment_ids"][b, length // 2:length] = 1

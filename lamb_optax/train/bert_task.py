@@ -32,7 +32,7 @@ PyTree = Any
 def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> BertConfig:
   overrides = {k: v for k, v in config.model.overrides.items() if v is not None}
   overrides.setdefault("vocab_size", vocab_size)
-  overrides.setdefault("max_position_embeddings", max(512, config.data.seq_length))
+  overrides.setdefault("max_position_embeddings", max(512, config.data.max_seq_length))
   return BertConfig.preset(config.model.preset, dtype=config.model.dtype,
                            remat=config.model.remat, **overrides)
 
@@ -147,8 +147,8 @@ class BertTask:
   def eval_sums(self, params, batch):
     return _sums(self.model(params), batch, None)
 
-  def flops_per_token(self, seq_length: int) -> float:
-    return flops_per_token(self.bert_config, seq_length)
+  def flops_per_token(self, max_seq_length: int) -> float:
+    return flops_per_token(self.bert_config, max_seq_length)
 
   def optimizer_summary(self, state: TrainState) -> dict[str, float]:
     """Min/mean/max trust ratio over all adapted layers (cheap; full detail in diagnostics)."""

@@ -53,8 +53,8 @@ def default_config() -> ml_collections.ConfigDict:
       source="embedded",  # "embedded" (the Python-docs corpus) or a dataset directory / TFDS name
       train_split="train",
       eval_split="validation",
-      seq_length=128,
-      max_predictions=20,
+      max_seq_length=128,
+      max_predictions_per_seq=20,
       whole_word_mask=False,
       dynamic_masking=True,  # re-mask every epoch (RoBERTa-style); False: the stored masks
       vocab_file="",  # the vocab.txt of a non-embedded dataset (needed for dynamic masking)
@@ -69,7 +69,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 def paper_lamb_phase(preset: str, *, global_batch_size: int, num_train_steps: int,
-                     seq_length: int, max_predictions: int, micro_batch_size: int,
+                     max_seq_length: int, max_predictions_per_seq: int, micro_batch_size: int,
                      init_from: str = "") -> ml_collections.ConfigDict:
   """One phase of the paper's LAMB BERT pretraining, the base of ``configs/bert_*_phase*.py``.
 
@@ -78,7 +78,7 @@ def paper_lamb_phase(preset: str, *, global_batch_size: int, num_train_steps: in
   paper_learning_rate` / ``paper_warmup_ratio``), linear decay; ``init_from`` for phase 2.
 
   >>> config = paper_lamb_phase("base", global_batch_size=32768, num_train_steps=100,
-  ...                           seq_length=128, max_predictions=20, micro_batch_size=128)
+  ...                           max_seq_length=128, max_predictions_per_seq=20, micro_batch_size=128)
   >>> config.learning_rate, config.warmup_steps
   (0.005, 20)
   """
@@ -94,12 +94,12 @@ def paper_lamb_phase(preset: str, *, global_batch_size: int, num_train_steps: in
   config.num_train_steps = num_train_steps
   config.learning_rate = schedules.paper_learning_rate(global_batch_size)
   config.warmup_steps = round(schedules.paper_warmup_ratio(global_batch_size) * num_train_steps)
-  config.data.seq_length = seq_length
-  config.data.max_predictions = max_predictions
+  config.data.max_seq_length = max_seq_length
+  config.data.max_predictions_per_seq = max_predictions_per_seq
   config.init_from = init_from
   config.log_every_steps = 50
-  config.eval_every_steps = 1000 if seq_length <= 128 else 500
-  config.checkpoint_every_steps = 500 if seq_length <= 128 else 250
+  config.eval_every_steps = 1000 if max_seq_length <= 128 else 500
+  config.checkpoint_every_steps = 500 if max_seq_length <= 128 else 250
   return config
 
 

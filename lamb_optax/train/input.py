@@ -36,8 +36,8 @@ class Datasets:
 
 def _masking(config: ml_collections.ConfigDict) -> data_lib.MaskingConfig:
   return data_lib.MaskingConfig(
-      max_seq_length=config.data.seq_length,
-      max_predictions_per_seq=config.data.max_predictions,
+      max_seq_length=config.data.max_seq_length,
+      max_predictions_per_seq=config.data.max_predictions_per_seq,
       whole_word_mask=config.data.whole_word_mask)
 
 
@@ -90,11 +90,11 @@ def prepare_embedded_data(config: ml_collections.ConfigDict,
 
 def _check_shapes(example: Batch, config: ml_collections.ConfigDict, directory: str) -> None:
   seq, preds = len(example["input_ids"]), len(example["masked_lm_positions"])
-  if (seq, preds) != (config.data.seq_length, config.data.max_predictions):
+  if (seq, preds) != (config.data.max_seq_length, config.data.max_predictions_per_seq):
     raise ValueError(
         f"{directory} holds examples of length {seq} with {preds} predictions, but the config "
-        f"asks for data.seq_length={config.data.seq_length}, data.max_predictions="
-        f"{config.data.max_predictions}. Set those to ({seq}, {preds}), or create the data again "
+        f"asks for data.max_seq_length={config.data.max_seq_length}, data.max_predictions_per_seq="
+        f"{config.data.max_predictions_per_seq}. Set those to ({seq}, {preds}), or create the data again "
         "with scripts/create_pretraining_data.py.")
 
 

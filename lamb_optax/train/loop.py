@@ -113,9 +113,9 @@ def _train(config, plan, task, tx, learning_rate, state, state_shardings, batch_
       f"in {jax.process_count()} process(es), mesh {dict(mesh.shape)}: global batch "
       f"{plan.global_batch_size} = {plan.data_parallel_devices} x {plan.micro_batch_size} x "
       f"{plan.num_micro_batches} micro-batch(es); steps {start_step} -> {config.num_train_steps}.")
-  tokens_per_step = plan.global_batch_size * config.data.seq_length
+  tokens_per_step = plan.global_batch_size * config.data.max_seq_length
   peak = config.peak_flops_per_device or metrics_lib.peak_flops(jax.devices()[0])
-  flops_per_token = task.flops_per_token(config.data.seq_length)
+  flops_per_token = task.flops_per_token(config.data.max_seq_length)
   throughput = metrics_lib.Throughput(tokens_per_step)
   eval_metrics: dict[str, float] = {}
   step, compiled, started = start_step, None, time.perf_counter()

@@ -170,22 +170,22 @@ def predicted(ex):
   return ex["masked_lm_positions"][:n], ex["masked_lm_ids"][:n]
 
 
-@pytest.mark.parametrize("max_predictions", [10, 3])  # uncapped at 64 tokens * 0.15 < 10; capped
-def test_number_masked_and_never_special(max_predictions):
+@pytest.mark.parametrize("max_predictions_per_seq", [10, 3])  # uncapped at 64 tokens * 0.15 < 10; capped
+def test_number_masked_and_never_special(max_predictions_per_seq):
   rng = np.random.default_rng(1)
   lengths = [rng.integers(1, 31, rng.integers(1, 15)).tolist() for _ in range(120)]
   documents, _, vocab_size = sequential_corpus(lengths)
   examples = create(documents, vocab_size, max_seq_length=64,
-                    max_predictions_per_seq=max_predictions, dupe_factor=1, random_seed=2)
+                    max_predictions_per_seq=max_predictions_per_seq, dupe_factor=1, random_seed=2)
   total_masked = total_real = capped = 0
   for ex in examples:
     positions, labels = predicted(ex)
     original = pt.unmask_example(ex)["input_ids"]
     n_real = int(ex["input_mask"].sum())
     # Google's count: round(len(tokens) * masked_lm_prob), at least 1, at most the cap.
-    expected = min(max_predictions, max(1, round(n_real * 0.15)))
+    expected = min(max_predictions_per_seq, max(1, round(n_real * 0.15)))
     assert len(positions) == expected
-    capped += expected == max_predictions < round(n_real * 0.15)
+    capped += expected == max_predictions_per_seq < round(n_real * 0.15)
     assert np.all(np.diff(positions) > 0) and positions.max() < n_real
     assert not np.isin(original[positions], [SPECIAL.cls, SPECIAL.sep, SPECIAL.pad]).any()
     np.testing.assert_array_equal(labels, original[positions])
@@ -193,7 +193,7 @@ def test_number_masked_and_never_special(max_predictions):
     np.testing.assert_array_equal(ex["input_ids"][unmasked], original[unmasked])
     total_masked += len(positions)
     total_real += n_real
-  if max_predictions == 10:
+  if max_predictions_per_seq == 10:
     # Uncapped: 15% of the tokens, up to rounding (at most 1/2 per example, 1 for tiny ones).
     assert capped == 0
     assert abs(total_masked - 0.15 * total_real) <= 0.5 * len(examples) + 1
@@ -265,15 +265,15 @@ def word_corpus(rng, n_docs, vocab_size, continuation):
   return documents
 
 
-@pytest.mark.parametrize("max_predictions", [20, 4])
-def test_whole_word_masking_never_splits_a_word(max_predictions):
+@pytest.mark.parametrize("max_predictions_per_seq", [20, 4])
+def test_whole_word_masking_never_splits_a_word(max_predictions_per_seq):
   vocab_size = 500
   continuation = np.zeros(vocab_size, bool)
   continuation[300:] = True
   rng = np.random.default_rng(4)
   documents = word_corpus(rng, 150, vocab_size, continuation)
   examples = create(documents, vocab_size, continuation, max_seq_length=64,
-                    max_predictions_per_seq=max_predictions, whole_word_mask=True, dupe_factor=2,
+                    max_predictions_per_seq=max_predictions_per_seq, whole_word_mask=True, dupe_factor=2,
                     random_seed=8)
   total_masked = split_words = empty = 0
   for ex in examples:
@@ -282,7 +282,7 @@ def test_whole_word_masking_never_splits_a_word(max_predictions):
     n_real = int(ex["input_mask"].sum())
     np.testing.assert_array_equal(labels, original[positions])
     # Google's greedy pass can choose nothing when every word is longer than num_to_predict.
-    assert len(positions) <= min(max_predictions, max(1, round(n_real * 0.15)))
+    assert len(positions) <= min(max_predictions_per_seq, max(1, round(n_real * 0.15)))
     empty += len(positions) == 0
     masked = np.zeros(64, bool)
     masked[positions] = True
@@ -298,7 +298,7 @@ def test_whole_word_masking_never_splits_a_word(max_predictions):
   assert split_words == 0
   assert empty < 0.05 * len(examples)
   # Skipping words that overshoot leaves few slots unused.
-  assert total_masked > 0.8 * sum(min(max_predictions, max(1, round(int(ex["input_mask"].sum())
+  assert total_masked > 0.8 * sum(min(max_predictions_per_seq, max(1, round(int(ex["input_mask"].sum())
                                                                    * 0.15))) for ex in examples)
 
 

@@ -19,7 +19,7 @@ def model():
 
 @pytest.fixture
 def batch():
-  return bert.random_batch(CONFIG, batch_size=2, seq_len=16, seed=0)
+  return bert.random_batch(CONFIG, batch_size=2, max_seq_length=16, seed=0)
 
 
 @pytest.mark.parametrize("fields, message", [

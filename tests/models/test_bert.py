@@ -35,7 +35,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def batch():
-  return bert.random_batch(SMALL, batch_size=4, seq_len=32, seed=1)
+  return bert.random_batch(SMALL, batch_size=4, max_seq_length=32, seed=1)
 
 
 def test_parameter_counts_match_published_bert_sizes():
@@ -195,13 +195,13 @@ def test_flops_per_token_agrees_with_xla_cost_analysis(model, batch):
   # elementwise ops, hence the tolerance). XLA counts a loop body once: with two layers the scan
   # runs one full layer and the last layer runs at [CLS] + the 5 masked positions.
   config = SMALL.replace(num_layers=2, vocab_size=4000)
-  one = {k: v[:1] for k, v in bert.random_batch(config, 1, 32, predictions_per_seq=5).items()}
+  one = {k: v[:1] for k, v in bert.random_batch(config, 1, 32, max_predictions_per_seq=5).items()}
   graphdef, params = nnx.split(make_model(config), nnx.Param)
   compiled = jax.jit(lambda p: loss_fn(graphdef, p, one)[0]).lower(params).compile()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
   xla_per_token = cost["flops"] / 32
-  ours = bert.flops_per_token(config, 32, predictions_per_seq=5, training=False)
+  ours = bert.flops_per_token(config, 32, max_predictions_per_seq=5, training=False)
   assert ours == pytest.approx(xla_per_token, rel=0.1)
   assert bert.flops_per_token(config, 32, 5) == 3 * ours
 

@@ -23,7 +23,7 @@ def loss_and_grads(graphdef, params, batch, key):
 def unsharded():
   model = bert.BertForPreTraining(CONFIG, rngs=nnx.Rngs(0))
   graphdef, params = nnx.split(model, nnx.Param)
-  batch = bert.random_batch(CONFIG, batch_size=8, seq_len=32, seed=2)
+  batch = bert.random_batch(CONFIG, batch_size=8, max_seq_length=32, seed=2)
   key = jax.random.key(7)
   (loss, metrics), grads = jax.jit(loss_and_grads, static_argnums=0)(graphdef, params, batch, key)
   return graphdef, params, batch, key, loss, metrics, grads

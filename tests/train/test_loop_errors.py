@@ -26,7 +26,7 @@ def test_data_of_another_shape_is_refused(tmp_path, data_dir):
       max_documents=trainer_runs.SMALL["data.embedded_max_documents"])  # the cached build
   config = small_config(data_dir, **{"data.source": prepared.directory,
                                      "data.vocab_file": prepared.vocab_file,
-                                     "data.seq_length": 64, "data.max_predictions": 10})
+                                     "data.max_seq_length": 64, "data.max_predictions_per_seq": 10})
   with pytest.raises(ValueError, match=r"holds examples of length 128 with 20 predictions"):
     loop.train_and_evaluate(config, str(tmp_path / "run"))
 
