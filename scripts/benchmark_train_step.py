@@ -52,7 +52,7 @@ from lamb_optax.models import bert
 from lamb_optax.train import bert_task
 from lamb_optax.train import config as config_lib
 from lamb_optax.train import metrics as metrics_lib
-from lamb_optax.train import sharding
+from lamb_optax import sharding
 from lamb_optax.train import step as step_lib
 
 from benchmark_common import (BestOfRunner, PlainSteps, Runner, add_common_args, hf_available,

@@ -9,7 +9,7 @@ Hugging Face, see :mod:`lamb_optax.models.hf`), arranged for speed on accelerato
 * compute in ``config.dtype`` (e.g. bfloat16) with float32 parameters, softmax and losses;
 * every parameter and the main activations carry logical axis names (``batch``, ``length``,
   ``embed``, ``heads``, ``kv``, ``mlp``, ``vocab``, ``layers``), which
-  :mod:`lamb_optax.train.sharding` maps onto a device mesh.
+  :mod:`lamb_optax.sharding` maps onto a device mesh.
 
 Dropout is driven by an explicit ``dropout_rng`` key (none = deterministic), so a trainer that
 checkpoints its key resumes bit-exactly and the model holds no RNG state: ``nnx.split(model,
@@ -38,7 +38,7 @@ from flax import nnx
 from lamb_optax.masks import path_to_str
 from lamb_optax.models.config import BertConfig, flops_per_token
 from lamb_optax.models.inputs import check_encoder_inputs, random_batch, validate_batch
-from lamb_optax.train.sharding import LOGICAL_AXES_KEY, constrain
+from lamb_optax.sharding import LOGICAL_AXES_KEY, constrain
 
 __all__ = [
     "BertConfig", "BertForPreTraining", "BertModel", "flops_per_token", "masked_lm_loss",

@@ -23,7 +23,7 @@ from lamb_optax.models.bert import stacked_axes
 from lamb_optax.models.config import BertConfig
 from lamb_optax.models.config import flops_per_token
 from lamb_optax.train import metrics
-from lamb_optax.train import sharding
+from lamb_optax import sharding
 from lamb_optax.train.step import TrainState
 
 PyTree = Any

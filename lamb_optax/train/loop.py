@@ -22,7 +22,7 @@ from lamb_optax.train import config as config_lib
 from lamb_optax.train import input as input_lib
 from lamb_optax.train import metrics as metrics_lib
 from lamb_optax.train import pretrained
-from lamb_optax.train import sharding
+from lamb_optax import sharding
 from lamb_optax.train import step as step_lib
 
 

@@ -21,7 +21,7 @@ from lamb_optax.models.bert import BertForPreTraining
 from lamb_optax.train import bert_task
 from lamb_optax.train import checkpoint as checkpoint_lib
 from lamb_optax.train import input as input_lib
-from lamb_optax.train import sharding
+from lamb_optax import sharding
 
 MASK = "[MASK]"
 

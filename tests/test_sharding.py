@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from lamb_optax.train import sharding
+from lamb_optax import sharding
 
 
 def test_make_mesh_fills_the_minus_one_axis_and_names_all_axes():

@@ -260,3 +260,32 @@ def shard_state(state: Any, mesh: Mesh, rules: Rules | None = None) -> Any:
 def batch_sharding(mesh: Mesh, rank: int = 2, rules: Rules | None = None) -> NamedSharding:
   """Sharding for an input feature of the given rank: dimension 0 is ``batch``, the rest whole."""
   return logical_sharding(("batch",) + (None,) * (rank - 1), mesh, rules)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  """The sharding of a value every device holds whole (steps, counts, RNG keys)."""
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def like_params(tree: Any, params: Any, param_shardings: Any, default: jax.sharding.Sharding) -> Any:
+  """Shardings for a tree built from the params, such as an optimizer state.
+
+  A leaf whose key path ends with a param's path and has its shape (a moment) gets that param's
+  sharding; everything else (counts, per-layer trust ratios) gets ``default``. Matching by path
+  suffix works for any chain of optax states, also those with ``None`` in place of masked-out
+  leaves, where ``optax.tree_map_params`` fails.
+  """
+  by_path = {}
+  for (path, p), s in zip(jax.tree_util.tree_flatten_with_path(params)[0],
+                          jax.tree.leaves(param_shardings)):
+    by_path[tuple(path)] = (p.shape, s)
+
+  def sharding_of(path, leaf):
+    for start in range(len(path)):
+      shape_and_sharding = by_path.get(tuple(path[start:]))
+      if shape_and_sharding is not None:
+        shape, s = shape_and_sharding
+        return s if tuple(leaf.shape) == tuple(shape) else default
+    return default
+
+  return jax.tree_util.tree_map_with_path(sharding_of, tree)
