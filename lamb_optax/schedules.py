@@ -147,8 +147,21 @@ def paper_learning_rate(batch_size: int) -> float:
   >>> paper_learning_rate(512), paper_learning_rate(32768)
   (0.000625, 0.005)
   """
+  return sqrt_scaled_learning_rate(_REFERENCE_LR, _REFERENCE_BATCH, batch_size)
+
+
+def sqrt_scaled_learning_rate(base_lr: float, base_batch_size: int, batch_size: int) -> float:
+  """The square-root scaling rule: ``base_lr · sqrt(batch_size / base_batch_size)``.
+
+  :func:`paper_learning_rate` is this rule from the paper's (5e-3, 32768); studies use it from a
+  base rate tuned at a small batch.
+
+  >>> sqrt_scaled_learning_rate(1e-3, 64, 256)
+  0.002
+  """
+  _check_batch_size(base_batch_size)
   _check_batch_size(batch_size)
-  return _REFERENCE_LR * math.sqrt(batch_size / _REFERENCE_BATCH)
+  return base_lr * math.sqrt(batch_size / base_batch_size)
 
 
 def paper_warmup_ratio(batch_size: int) -> float:

@@ -1,5 +1,5 @@
 r"""Runs the batch-scaling study (issue 9): every (optimizer, batch, seed[, lr]) cell in-process
-(lamb_optax.train.scaling.run_study).
+(lamb_optax.studies.batch_scaling.run_study).
 
   python scripts/batch_scaling_study.py --config=configs/scaling_tiny.py --workdir=/tmp/scaling
   python scripts/batch_scaling_study.py --config=configs/scaling_tiny.py --workdir=/tmp/q --quick
@@ -19,7 +19,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from lamb_optax.train import scaling
+from lamb_optax.studies import batch_scaling as scaling
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Study config file.", lock_config=False)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Study directory.")

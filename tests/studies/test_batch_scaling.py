@@ -12,7 +12,7 @@ import pytest
 
 from lamb_optax import schedules
 from lamb_optax.train import config as config_lib
-from lamb_optax.train import scaling
+from lamb_optax.studies import batch_scaling as scaling
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 

@@ -53,12 +53,6 @@ class Cell:
             f"lr{self.learning_rate:.3e}")
 
 
-def sqrt_learning_rate(base_lr: float, base_batch: int, batch: int) -> float:
-  """Square-root scaling: ``base_lr · sqrt(batch / base_batch)`` (the LAMB paper's rule when
-  ``base_lr, base_batch = 5e-3, 32768``, cf. :func:`lamb_optax.schedules.paper_learning_rate`)."""
-  return base_lr * math.sqrt(batch / base_batch)
-
-
 def micro_batch_size(batch: int, cap: int, devices: int = 1) -> int:
   """The largest micro-batch ``<= cap`` with ``devices · micro`` dividing ``batch``."""
   if batch % devices:
@@ -88,9 +82,9 @@ def plan_cells(config: ml_collections.ConfigDict) -> list[Cell]:
     for opt in s.optimizers:
       base_lr = s.base_learning_rates[opt]
       if s.lr_rule == "sqrt":
-        lrs = [sqrt_learning_rate(base_lr, s.base_batch_size, batch)]
+        lrs = [schedules.sqrt_scaled_learning_rate(base_lr, s.base_batch_size, batch)]
       elif s.lr_rule == "sweep":
-        centre = sqrt_learning_rate(base_lr, s.base_batch_size, batch)
+        centre = schedules.sqrt_scaled_learning_rate(base_lr, s.base_batch_size, batch)
         lrs = [centre * f for f in s.sweep_factors]
       else:
         raise ValueError(f"study.lr_rule must be 'sqrt' or 'sweep', got {s.lr_rule!r}.")
