@@ -2,8 +2,10 @@ r"""LAMB BERT-Large pretraining at one of the paper's batch sizes (You et al. 20
 
 Hardware (published): TPUv3 — 1,024 chips for batch 32k (101 minutes); the Adam baseline at
 batch 512 took ~81 hours on 16 chips.
-Published result (SQuAD v1.1 dev F1, LAMB, fixed epochs): 512: 90.720, 1k: 90.377,
-2k: 90.751, 4k: 90.548, 8k: 90.556, 16k: 90.679, 32k: 91.460.
+Published result (SQuAD v1.1 dev F1, LAMB, fixed epochs), as in arXiv:1904.00962 **v1**,
+Table 1: 512: 90.720, 1k: 90.377, 2k: 90.751, 4k: 90.548, 8k: 90.556, 16k: 90.679, 32k: 91.460.
+These are arXiv v1's numbers; we could not find the final (ICLR 2020) version's Table 1 with the
+search tools, so we do not know whether it lists the same values — check before quoting.
 Schedule: lr = 5e-3·sqrt(B/32768), warmup B/32768/5 of the run, linear decay; steps
 1,000k·512/B. These lr/warmup values are *recalled* (shared/reference/lamb.md), not re-read
 from the paper. This config is the sequence-length-128 phase only; the trainer issue adds the
@@ -16,7 +18,7 @@ Run (the argument is the global batch size, one of 512 ... 32768):
 from lamb_optax import schedules
 from lamb_optax.train.config import default_config
 
-# Table 1: global batch -> published SQuAD F1 (the steps follow from fixed epochs).
+# arXiv v1's Table 1: global batch -> published SQuAD F1 (the steps follow from fixed epochs).
 PUBLISHED_F1 = {512: 90.720, 1024: 90.377, 2048: 90.751, 4096: 90.548, 8192: 90.556,
                 16384: 90.679, 32768: 91.460}
 STEPS_AT_512 = 1_000_000

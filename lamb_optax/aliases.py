@@ -4,6 +4,21 @@ the AdamW baseline.
 Shared conventions: ``weight_decay_mask`` (default: kernels and embeddings), ``trust_ratio_mask=None``
 meaning "the decay mask", per-layer norms over ``stacked_axes``, the learning rate as a float or
 ``optax.Schedule``, and validation at construction (:mod:`lamb_optax.validation`).
+
+Every alias works under ``optax.inject_hyperparams``: numeric hyperparameters (learning rate,
+betas, eps, weight decay, max_grad_norm...) may be injected and changed in the state without
+recompiling. Arguments that decide the program's structure (masks, ``stacked_axes``) must stay
+static: pass a callable ``stacked_axes`` or int one in ``static_args``.
+
+>>> import jax, jax.numpy as jnp, optax, lamb_optax
+>>> tx = optax.inject_hyperparams(lamb_optax.lamb)(learning_rate=0.1)
+>>> params = {"w": {"kernel": jnp.ones((2, 2))}}
+>>> state = tx.init(params)
+>>> state.hyperparams["learning_rate"] = jnp.asarray(0.2)
+>>> u, state = jax.jit(tx.update)({"w": {"kernel": jnp.ones((2, 2))}}, state, params)
+>>> u["w"]["kernel"]  # the step follows the injected rate: η·‖x‖/2 per entry
+Array([[-0.2, -0.2],
+       [-0.2, -0.2]], dtype=float32)
 """
 
 from __future__ import annotations
@@ -27,7 +42,7 @@ def lamb(
     eps: float = 1e-6,
     eps_root: float = 0.0,
     weight_decay: float = 0.01,
-    weight_decay_mask: MaskSpec = masks.default_weight_decay_mask,
+    weight_decay_mask: MaskSpec = masks.DEFAULT_WEIGHT_DECAY_MASK,
     trust_ratio_mask: MaskSpec = None,
     bias_correction: bool = True,
     weight_norm_bounds: Bounds = None,
@@ -119,7 +134,7 @@ def lars(
     learning_rate: float | optax.Schedule,
     momentum: float = 0.9,
     weight_decay: float = 0.01,
-    weight_decay_mask: MaskSpec = masks.default_weight_decay_mask,
+    weight_decay_mask: MaskSpec = masks.DEFAULT_WEIGHT_DECAY_MASK,
     trust_ratio_mask: MaskSpec = None,
     weight_norm_bounds: Bounds = None,
     trust_ratio_bounds: Bounds = None,
@@ -133,10 +148,15 @@ def lars(
     m = β1·m + (1-β1)·(g + λ·x)        # add_decayed_weights, then optax.ema(β1, debias=False)
     x ← x − η · φ(‖x‖)/‖m‖ · m           # scale_by_trust_ratio on the momentum
 
-  ``optax.lars`` instead applies the trust ratio to ``g + λx`` *before* an undampened momentum
-  (``m = β·m + ratio·(g + λx)``, You et al. 2017 / Goyal-style); that ordering is available with
-  ``ratio_before_momentum=True`` (still with the paper's ``(1-β1)`` dampening, so it differs
-  from ``optax.lars`` by that constant factor only).
+  ``optax.lars`` instead applies the trust ratio to ``g + λx`` *before* the momentum, and puts
+  the learning rate *inside* it: its chain is ``add_decayed_weights``, ``scale_by_trust_ratio``,
+  ``scale_by_learning_rate``, ``trace(momentum)`` (optax ``_src/alias.py``), i.e.
+  ``m = β·m − η_t·ratio·(g + λx); x ← x + m``. ``ratio_before_momentum=True`` takes the same
+  ratio but keeps the paper's dampening and the rate outside: ``m = β·m + (1-β)·ratio·(g + λx);
+  x ← x − η_t·m``. With a constant rate the two coincide when ``η_ours·(1-β) = η_optax``; with a
+  schedule they do not, because here the current η_t rescales the whole momentum (past steps
+  included) while ``optax.lars`` fixes each step's rate when it enters the momentum. (optax's
+  defaults also differ: ``trust_coefficient=0.001``, no weight decay, every leaf masked in.)
 
   Args:
     learning_rate: η, a float or schedule.
@@ -182,27 +202,52 @@ def nvlamb(
     b2: float = 0.999,
     eps: float = 1e-6,
     weight_decay: float = 0.01,
-    weight_decay_mask: MaskSpec = masks.default_weight_decay_mask,
-    trust_ratio_mask: MaskSpec = True,
+    weight_decay_mask: MaskSpec = masks.DEFAULT_WEIGHT_DECAY_MASK,
+    trust_ratio_mask: MaskSpec = None,
     max_grad_norm: Optional[float] = 1.0,
     bias_correction: bool = True,
     stacked_axes: StackedAxesSpec = None,
     mu_dtype: Optional[chex.ArrayDType] = None,
+    adapt_all_leaves: bool = False,
 ) -> optax.GradientTransformation:
-  """NVIDIA's LAMB ("NVLAMB", apex ``FusedLAMB(use_nvlamb=True)``).
+  """NVIDIA's LAMB as its BERT recipe runs it: apex ``FusedLAMB`` with its default
+  ``use_nvlamb=False``.
 
-  LAMB (:func:`lamb_optax.lamb`) with two changes:
+  LAMB (:func:`lamb_optax.lamb`) with the gradient first clipped to global norm
+  ``max_grad_norm`` (``g ← g·c/max(‖g‖, c)`` over all leaves together, before the moments; the
+  norm in float32 as apex computes it, :func:`lamb_optax.transforms.clip_by_global_norm`);
+  ``None`` turns clipping off.
 
-  * the gradient is first clipped to global norm ``max_grad_norm`` (``g ← g·min(1, c/‖g‖)``,
-    over all leaves together), before the moments; ``None`` turns clipping off, and
-  * layer adaptation on every leaf (``trust_ratio_mask=True``), including biases and LayerNorm
-    parameters that get no weight decay.
+  Layer adaptation: by default only the leaves with weight decay (``trust_ratio_mask=None``
+  means ``weight_decay_mask``), as apex's kernel does with ``use_nvlamb=False``; biases and
+  LayerNorm parameters take plain Adam steps. ``adapt_all_leaves=True`` adapts every leaf, as
+  ``FusedLAMB(use_nvlamb=True)`` does (or pass your own ``trust_ratio_mask``, not both).
 
+  What we read in the sources (not from memory):
+
+  * NVIDIA/apex ``apex/optimizers/fused_lamb.py``: ``__init__(..., bias_correction=True,
+    betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01, ..., max_grad_norm=1.0,
+    use_nvlamb=False)``, documented as "use_nvlamb (boolean, optional): Apply adaptive learning
+    rate to 0.0 weight decay parameter (default: False)"; the global gradient norm comes from
+    ``multi_tensor_l2norm`` (float32).
+  * NVIDIA/apex ``csrc/multi_tensor_lamb.cu``: "nvlamb: apply adaptive learning rate to all
+    parameters / otherwise, only apply to those with non-zero weight decay",
+    ``if (use_nvlamb || (decay != 0.0))``.
+  * NVIDIA/DeepLearningExamples ``PyTorch/LanguageModeling/BERT/run_pretraining.py``:
+    ``FusedLAMB(optimizer_grouped_parameters, lr=args.learning_rate)`` (no ``use_nvlamb``), with
+    ``weight_decay`` 0.0 for parameters whose names contain ``bias``, ``gamma``, ``beta`` or
+    ``LayerNorm`` and 0.01 for the others.
+
+  One difference remains: apex's test is on the group's decay *value*, so with
+  ``weight_decay=0`` it adapts nothing; here the leaves of ``weight_decay_mask`` are adapted
+  whatever λ is (pass ``trust_ratio_mask=False`` for apex's behaviour at λ = 0).
   ``bias_correction`` is NVIDIA's switch (on by default, as in apex).
 
   >>> import jax.numpy as jnp, lamb_optax
-  >>> tx = lamb_optax.nvlamb(1e-3)
   >>> params = {"dense": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}}
+  >>> sorted(lamb_optax.trust_ratios(lamb_optax.nvlamb(1e-3).init(params)))
+  ['dense/kernel']
+  >>> tx = lamb_optax.nvlamb(1e-3, adapt_all_leaves=True)  # apex use_nvlamb=True
   >>> sorted(lamb_optax.trust_ratios(tx.init(params)))
   ['dense/bias', 'dense/kernel']
 
@@ -211,6 +256,10 @@ def nvlamb(
   """
   if max_grad_norm is not None:
     validation.check_nonnegative(max_grad_norm, "max_grad_norm")
+  if adapt_all_leaves:
+    if trust_ratio_mask is not None:
+      raise ValueError("Pass either `adapt_all_leaves=True` or a `trust_ratio_mask`, not both.")
+    trust_ratio_mask = True
   inner = lamb(
       learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
       weight_decay_mask=weight_decay_mask, trust_ratio_mask=trust_ratio_mask,
@@ -218,7 +267,7 @@ def nvlamb(
   )
   if max_grad_norm is None:
     return inner
-  return optax.chain(optax.clip_by_global_norm(max_grad_norm), inner)
+  return optax.chain(transforms.clip_by_global_norm(max_grad_norm), inner)
 
 
 def _nesterov_lamb(learning_rate, b1, b2, eps, eps_root, weight_decay, weight_decay_mask,
@@ -242,7 +291,7 @@ def nlamb(
     eps: float = 1e-6,
     eps_root: float = 0.0,
     weight_decay: float = 0.01,
-    weight_decay_mask: MaskSpec = masks.default_weight_decay_mask,
+    weight_decay_mask: MaskSpec = masks.DEFAULT_WEIGHT_DECAY_MASK,
     trust_ratio_mask: MaskSpec = None,
     stacked_axes: StackedAxesSpec = None,
 ) -> optax.GradientTransformation:
@@ -273,7 +322,7 @@ def nnlamb(
     eps: float = 1e-6,
     eps_root: float = 0.0,
     weight_decay: float = 0.01,
-    weight_decay_mask: MaskSpec = masks.default_weight_decay_mask,
+    weight_decay_mask: MaskSpec = masks.DEFAULT_WEIGHT_DECAY_MASK,
     trust_ratio_mask: MaskSpec = None,
     stacked_axes: StackedAxesSpec = None,
 ) -> optax.GradientTransformation:
@@ -300,17 +349,27 @@ def adamw_baseline(
     eps: float = 1e-6,
     eps_root: float = 0.0,
     weight_decay: float = 0.01,
-    weight_decay_mask: MaskSpec = masks.default_weight_decay_mask,
+    weight_decay_mask: MaskSpec = masks.DEFAULT_WEIGHT_DECAY_MASK,
     bias_correction: bool = True,
     stacked_axes: StackedAxesSpec = None,
     mu_dtype: Optional[chex.ArrayDType] = None,
+    max_grad_norm: Optional[float] = None,
 ) -> optax.GradientTransformation:
   """AdamW as BERT's baseline uses it: :func:`lamb_optax.lamb` without the trust ratio.
 
   ``x ← x − η·(m̂/(sqrt(v̂)+ε) + λ·x)`` with decoupled decay on the same default mask as LAMB
-  (no decay on biases/LayerNorm), ε = 1e-6 as in Devlin et al.'s BERT; so swapping
-  ``lamb_optax.lamb`` for ``lamb_optax.adamw_baseline`` changes one line and nothing else
-  (Nado et al. 2021 show a tuned AdamW matches LAMB at batch 32k).
+  (no decay on biases/LayerNorm), ε = 1e-6; so swapping ``lamb_optax.lamb`` for
+  ``lamb_optax.adamw_baseline`` changes one line and nothing else (Nado et al. 2021 show a
+  tuned AdamW matches LAMB at batch 32k).
+
+  Devlin et al.'s BERT optimizer is this with ``bias_correction=False, max_grad_norm=1.0``:
+  google-research/bert ``optimization.py`` clips with ``tf.clip_by_global_norm(grads,
+  clip_norm=1.0)`` ("This is how the model was pre-trained") and its
+  ``AdamWeightDecayOptimizer`` steps by ``next_m / (tf.sqrt(next_v) + epsilon)`` from the raw
+  moments (no bias correction), weight_decay_rate 0.01, ε 1e-6, excluding "LayerNorm",
+  "layer_norm", "bias" from decay. ``max_grad_norm`` clips the gradient to that global norm
+  before the moments (:func:`lamb_optax.transforms.clip_by_global_norm`); ``None`` (the
+  default) does not clip.
 
   >>> import jax.numpy as jnp, lamb_optax
   >>> tx = lamb_optax.adamw_baseline(0.1, weight_decay=0.0)
@@ -325,13 +384,18 @@ def adamw_baseline(
   Reference: Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019.
   """
   validation.check_adam(learning_rate, b1, b2, eps, eps_root, weight_decay, mu_dtype)
+  if max_grad_norm is not None:
+    validation.check_nonnegative(max_grad_norm, "max_grad_norm")
   del stacked_axes  # element-wise: per-layer slices need no special treatment
-  return optax.chain(
+  adamw = optax.chain(
       transforms.scale_by_adam(
           b1, b2, eps, eps_root, bias_correction=bias_correction, mu_dtype=mu_dtype),
       optax.add_decayed_weights(weight_decay, decay_mask_for_optax(weight_decay_mask)),
       optax.scale_by_learning_rate(learning_rate),
   )
+  if max_grad_norm is None:
+    return adamw
+  return optax.chain(transforms.clip_by_global_norm(max_grad_norm), adamw)
 
 
 def decay_mask_for_optax(mask: MaskSpec):

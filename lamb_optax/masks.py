@@ -113,6 +113,20 @@ def default_weight_decay_mask(params: PyTree) -> PyTree:
   return jax.tree.map(decayed, tree_paths(params))
 
 
+class _DefaultWeightDecayMask:
+  """The default ``weight_decay_mask`` of the aliases: :func:`default_weight_decay_mask`.
+
+  A marker rather than the function itself, because ``optax.inject_hyperparams`` takes every
+  callable argument (defaults included) for a schedule and would call the mask with the step.
+  """
+
+  def __repr__(self) -> str:
+    return "DEFAULT_WEIGHT_DECAY_MASK"
+
+
+DEFAULT_WEIGHT_DECAY_MASK = _DefaultWeightDecayMask()
+
+
 def _broadcast_prefix(spec: PyTree, params: PyTree, argname: str) -> PyTree:
   """Expands ``spec`` (a prefix of ``params``' structure) to one value per params leaf."""
   try:
@@ -131,12 +145,15 @@ def _broadcast_prefix(spec: PyTree, params: PyTree, argname: str) -> PyTree:
 def resolve_mask(mask: MaskSpec, params: PyTree, argname: str = "mask") -> PyTree:
   """Turns a mask spec into a pytree of Python bools, one per leaf of ``params``.
 
-  ``None`` and ``True`` select every leaf, ``False`` none; a callable is called on ``params``;
+  ``None`` and ``True`` select every leaf, ``False`` none; :data:`DEFAULT_WEIGHT_DECAY_MASK`
+  means :func:`default_weight_decay_mask`; a callable is called on ``params``;
   a pytree must match ``params`` (or be a prefix of it). Leaves must be static (Python or NumPy
   bools, or concrete arrays), since masks decide the program's shape, not its values.
   """
   if mask is None:
     mask = True
+  if mask is DEFAULT_WEIGHT_DECAY_MASK:
+    mask = default_weight_decay_mask
   if callable(mask):
     mask = mask(params)
   expanded = _broadcast_prefix(mask, params, argname)

@@ -2,7 +2,14 @@
 
 * :func:`scale_by_trust_ratio`: the layer-wise trust ratio (per layer slice of stacked tensors);
 * :func:`scale_by_adam`: ``optax.scale_by_adam`` with a switch for bias correction;
-* :func:`scale_by_nesterov_adam`: Nesterov-style Adam moments for N-LAMB and NN-LAMB.
+* :func:`scale_by_nesterov_adam`: Nesterov-style Adam moments for N-LAMB and NN-LAMB;
+* :func:`clip_by_global_norm`: ``optax.clip_by_global_norm`` with the norm taken in float32 (at
+  least), as apex does, so that float16 gradients with a norm above 256 do not overflow.
+
+Every transform takes any pytree of params (dicts, lists, tuples, NamedTuples, None leaves),
+real or complex leaves (norms are ``sqrt(sum |x|²)``, ratios real), and keeps each state leaf's
+shape and dtype across ``update`` (so states can be ``lax.scan``/``lax.cond`` carries, also under
+x64). Hyperparameters may be traced (``optax.inject_hyperparams``).
 
 The LARS momentum of the paper's Algorithm 1 (``m = β1·m + (1-β1)·(g + λx)``) needs no new
 transform: it is ``optax.add_decayed_weights`` followed by ``optax.ema(β1, debias=False)``.
@@ -13,6 +20,7 @@ Minutes", ICLR 2020 (arXiv:1904.00962), Algorithms 1 (LARS) and 2 (LAMB).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple, Optional
 
 import chex
@@ -30,22 +38,37 @@ PyTree = Any
 class ScaleByTrustRatioState(NamedTuple):
   """The trust ratios applied by the last update, for logging.
 
-  ``ratios`` mirrors the params: for an adapted leaf, a float32 array of shape
-  ``leaf.shape[:stacked_axes]`` (a scalar for an ordinary leaf, one ratio per layer for a stacked
+  ``ratios`` mirrors the params: for an adapted leaf, an array of shape
+  ``leaf.shape[:stacked_axes]`` in :func:`ratio_dtype` of the leaf (float32 for float32,
+  bfloat16, float16 and complex64 leaves; float64 for float64/complex128 ones) (a scalar for an ordinary leaf, one ratio per layer for a stacked
   one); ``None`` for a leaf outside the trust-ratio mask. Before the first update they are 1.
   """
 
   ratios: PyTree
 
 
+def ratio_dtype(dtype: Any) -> jnp.dtype:
+  """The real dtype norms and ratios of a ``dtype`` leaf are computed in: float32 at least.
+
+  >>> ratio_dtype(jnp.bfloat16), ratio_dtype(jnp.complex64)
+  (dtype('float32'), dtype('float32'))
+  """
+  return jnp.finfo(jnp.promote_types(dtype, jnp.float32)).dtype
+
+
 def layer_norms(x: jax.Array, stacked_axes: int) -> jax.Array:
-  """L2 norm of ``x`` per layer slice (over all but the first ``stacked_axes`` axes), in float32.
+  """L2 norm ``sqrt(sum |x|²)`` of ``x`` per layer slice (over all but the first
+  ``stacked_axes`` axes), real, in :func:`ratio_dtype` (float32 at least).
 
   >>> layer_norms(jnp.array([[3.0, 4.0], [0.0, 1.0]]), stacked_axes=1)
   Array([5., 1.], dtype=float32)
+  >>> layer_norms(jnp.array([3j, 4.0]), stacked_axes=0)  # |3j|² + 4², not (3j)² + 4²
+  Array(5., dtype=float32)
   """
+  x = jnp.asarray(x)
   x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-  return jnp.sqrt(jnp.sum(jnp.square(x), axis=tuple(range(stacked_axes, x.ndim))))
+  sq = jnp.square(jnp.abs(x)) if jnp.iscomplexobj(x) else jnp.square(x)
+  return jnp.sqrt(jnp.sum(sq, axis=tuple(range(stacked_axes, x.ndim))))
 
 
 def trust_ratio(
@@ -58,21 +81,25 @@ def trust_ratio(
     weight_norm_bounds: Bounds = None,
     trust_ratio_bounds: Bounds = None,
 ) -> jax.Array:
-  """``trust_coefficient · φ(‖x‖) / (‖u‖ + eps)``, 1 where a norm is zero, then clamped.
+  """``trust_coefficient · φ(‖x‖) / (‖u‖ + eps)``, 1 where φ(‖x‖) or ‖u‖ is zero, then clamped.
 
   φ clips the weight norm to ``weight_norm_bounds`` (the paper's γ_l, γ_u); ``min_norm`` floors
-  both norms first (optax's semantics). A zero norm (after ``min_norm``) gives ratio 1: a zero
-  weight has no scale to trust and a zero update needs no scaling. ``trust_ratio_bounds`` clamps
-  the final ratio (DeepSpeed, timm).
+  both norms first (optax's semantics). The zero rule (ratio 1) is tested *after* φ, as the
+  paper's φ(0) = γ_l implies and as MXNet's ``lamb_update_phase2`` (GluonNLP's LAMB) does: with
+  γ_l > 0 a zero-norm layer gets ``γ_l/‖u‖``; with φ(z) = z (no bounds) a zero weight gets 1
+  (no scale to trust), and a zero update needs no scaling. ``trust_ratio_bounds`` clamps the
+  final ratio (DeepSpeed, timm).
 
   >>> trust_ratio(jnp.array([2.0, 0.0]), jnp.array([4.0, 1.0]))
   Array([0.5, 1. ], dtype=float32)
+  >>> trust_ratio(jnp.array([0.0]), jnp.array([4.0]), weight_norm_bounds=(0.5, 10.0))
+  Array([0.125], dtype=float32)
   """
   param_norm = jnp.maximum(param_norm, min_norm)
   update_norm = jnp.maximum(update_norm, min_norm)
   phi = param_norm if weight_norm_bounds is None else jnp.clip(param_norm, *weight_norm_bounds)
   ratio = trust_coefficient * phi / (update_norm + eps)
-  ratio = jnp.where((param_norm == 0) | (update_norm == 0), 1.0, ratio)
+  ratio = jnp.where((phi == 0) | (update_norm == 0), 1.0, ratio)
   if trust_ratio_bounds is not None:
     ratio = jnp.clip(ratio, *trust_ratio_bounds)
   return ratio
@@ -151,7 +178,7 @@ def scale_by_trust_ratio(
   def init_fn(params):
     adapted, axes = resolve(params)
     ratios = jax.tree.map(
-        lambda p, a, k: jnp.ones(jnp.shape(p)[:k], jnp.float32) if a else None,
+        lambda p, a, k: jnp.ones(jnp.shape(p)[:k], ratio_dtype(jnp.result_type(p))) if a else None,
         params, adapted, axes,
     )
     return ScaleByTrustRatioState(ratios=ratios)
@@ -160,18 +187,23 @@ def scale_by_trust_ratio(
     if params is None:
       raise ValueError(optax.NO_PARAMS_MSG)
     adapted, axes = resolve(params)
-
-    def scale(u, p, a, k):
+    # Work on flat leaf lists cut by the params' treedef: mapping a function that returns pairs
+    # and unzipping them would mistake the user's own tuple nodes for pairs.
+    treedef = jax.tree.structure(params)
+    leaves = zip(treedef.flatten_up_to(updates), jax.tree.leaves(params),
+                 treedef.flatten_up_to(adapted), treedef.flatten_up_to(axes))
+    new_updates, ratios = [], []
+    for u, p, a, k in leaves:
       if not a:
-        return u, None
+        new_updates.append(u)
+        ratios.append(None)
+        continue
       ratio = trust_ratio(layer_norms(p, k), layer_norms(u, k), **ratio_kwargs)
-      return (u * _broadcast_to_leaf(ratio, u).astype(u.dtype)), ratio
-
-    scaled = jax.tree.map(scale, updates, params, adapted, axes)
-    is_pair = lambda x: isinstance(x, tuple)
-    new_updates = jax.tree.map(lambda pair: pair[0], scaled, is_leaf=is_pair)
-    ratios = jax.tree.map(lambda pair: pair[1], scaled, is_leaf=is_pair)
-    return new_updates, ScaleByTrustRatioState(ratios=ratios)
+      ratio = ratio.astype(ratio_dtype(jnp.result_type(p)))
+      new_updates.append(u * _broadcast_to_leaf(ratio, u).astype(u.dtype))
+      ratios.append(ratio)
+    return (treedef.unflatten(new_updates),
+            ScaleByTrustRatioState(ratios=treedef.unflatten(ratios)))
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -263,18 +295,66 @@ def scale_by_nesterov_adam(
     t = count.astype(jnp.result_type(float))  # float64 under x64
 
     def look_ahead(moment, g, b):
-      # β·moment corrected with the *next* step's factor, plus the current gradient's share.
-      return b * moment / (1 - b ** (t + 1)) + (1 - b) * g / (1 - b ** t)
+      # β·moment corrected with the *next* step's factor, plus the current gradient's share;
+      # the factors are cast to the moment's real dtype so the update keeps the leaf's dtype.
+      real = ratio_dtype(moment.dtype) if jnp.iscomplexobj(moment) else moment.dtype
+      c_next = (b / (1 - b ** (t + 1))).astype(real)
+      c_now = ((1 - b) / (1 - b ** t)).astype(real)
+      return c_next * moment + c_now * g
 
+    abs_sq = lambda g: jnp.square(jnp.abs(g)) if jnp.iscomplexobj(g) else jnp.square(g)
     m_hat = jax.tree.map(lambda m, g: look_ahead(m, g, b1), mu, updates)
     if nesterov_second_moment:
-      v_hat = jax.tree.map(lambda v, g: look_ahead(v, g * g, b2), nu, updates)
+      v_hat = jax.tree.map(lambda v, g: look_ahead(v, abs_sq(g), b2), nu, updates)
     else:
-      v_hat = jax.tree.map(lambda v: v / (1 - b2 ** t), nu)
+      v_hat = jax.tree.map(lambda v: v / (1 - b2 ** t).astype(v.dtype), nu)
     updates = jax.tree.map(lambda m, v: m / (jnp.sqrt(v + eps_root) + eps), m_hat, v_hat)
     return updates, ScaleByNesterovAdamState(count, mu, nu)
 
   return optax.GradientTransformation(init_fn, update_fn)
+
+
+def global_norm(updates: optax.Updates) -> jax.Array:
+  """``sqrt(sum |u|²)`` over every leaf, accumulated in float32 at least (real).
+
+  ``optax.global_norm`` sums in the leaves' dtype, so float16 gradients whose norm exceeds
+  ``sqrt(65504) ≈ 256`` overflow to inf; apex's ``multi_tensor_l2norm`` accumulates in float32.
+
+  >>> global_norm({"a": jnp.full(4, 200.0, jnp.float16), "b": jnp.ones(1, jnp.float16)})
+  Array(400.00125, dtype=float32)
+  """
+  leaves = jax.tree.leaves(updates)
+  if not leaves:
+    return jnp.zeros([], jnp.float32)
+  squares = [jnp.square(layer_norms(u, 0)) for u in leaves]
+  dtype = functools.reduce(jnp.promote_types, [s.dtype for s in squares])
+  return jnp.sqrt(sum(s.astype(dtype) for s in squares))
+
+
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
+  """``optax.clip_by_global_norm`` with the norm in float32 at least: ``u ← u·c/max(‖u‖, c)``.
+
+  The norm comes from :func:`global_norm`, the scale is applied in float32 and each leaf is cast
+  back to its own dtype. apex's ``FusedLAMB`` clips this way (``max_grad_norm / max(global norm,
+  max_grad_norm)``, the global norm from ``multi_tensor_l2norm`` in float32).
+
+  >>> tx = clip_by_global_norm(1.0)
+  >>> g = jnp.full(100_000, 1.0, jnp.float16)  # ‖g‖ = 316 > 256: inf in float16
+  >>> u, _ = tx.update(g, tx.init(g))
+  >>> float(u[0]) > 0  # optax.clip_by_global_norm would give 0 here
+  True
+  """
+  validation.check_nonnegative(max_norm, "max_norm")
+
+  def update_fn(updates, state, params=None):
+    del params
+    norm = global_norm(updates)
+    scale = max_norm / jnp.maximum(norm, max_norm)
+    updates = jax.tree.map(lambda u: (u * scale.astype(ratio_dtype(u.dtype))).astype(u.dtype),
+                           updates)
+    return updates, state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 
 
 def _find_trust_ratio_states(opt_state: PyTree) -> list[ScaleByTrustRatioState]:

@@ -2,6 +2,10 @@
 
 Each check raises a ``TypeError``/``ValueError`` that names the argument and says what it must be,
 so a bad recipe fails where it is written, never inside a jitted trace.
+
+Only concrete Python/NumPy values are checked. JAX arrays (and tracers) pass unchecked: that is
+how ``optax.inject_hyperparams`` hands hyperparameters to the alias, inside ``jit``, at every
+update, and a check there could neither call ``float`` nor raise usefully.
 """
 
 from __future__ import annotations
@@ -9,14 +13,24 @@ from __future__ import annotations
 import math
 from typing import Any, Optional
 
+import jax
 import jax.numpy as jnp
 
 Bounds = Optional[tuple[float, float]]
 
 
+def is_traced(value: Any) -> bool:
+  """True for JAX arrays and tracers (injected hyperparameters), which are not checked.
+
+  >>> is_traced(0.1), is_traced(jnp.asarray(0.1))
+  (False, True)
+  """
+  return isinstance(value, (jax.Array, jax.core.Tracer))
+
+
 def check_bounds(bounds: Bounds, argname: str) -> None:
   """Raises a ValueError naming ``argname`` unless ``bounds`` is None or 0 <= lo <= hi."""
-  if bounds is None:
+  if bounds is None or (isinstance(bounds, (tuple, list)) and any(map(is_traced, bounds))):
     return
   try:
     lo, hi = (float(b) for b in bounds)
@@ -31,7 +45,7 @@ def check_bounds(bounds: Bounds, argname: str) -> None:
 
 def check_nonnegative(value: Any, argname: str) -> None:
   """Raises a ValueError naming ``argname`` unless ``value`` is a finite number >= 0."""
-  if callable(value):
+  if callable(value) or is_traced(value):
     return
   try:
     value = float(value)
@@ -44,6 +58,8 @@ def check_nonnegative(value: Any, argname: str) -> None:
 def check_decay_rate(value: Any, argname: str) -> None:
   """Raises a ValueError naming ``argname`` unless ``value`` lies in [0, 1)."""
   check_nonnegative(value, argname)
+  if callable(value) or is_traced(value):
+    return
   if float(value) >= 1:
     raise ValueError(f"`{argname}` must lie in [0, 1), got {value!r}.")
 

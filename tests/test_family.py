@@ -55,18 +55,22 @@ def test_lars_orderings_differ_and_ratio_before_momentum_is_optax_lars_up_to_dam
       np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-9, err_msg=name)
 
 
+@pytest.mark.parametrize("adapt_all_leaves", [False, True], ids=["recipe", "use_nvlamb"])
 @pytest.mark.parametrize("bias_correction", [True, False])
-def test_nvlamb_clips_globally_and_adapts_every_leaf(bias_correction):
+def test_nvlamb_clips_globally_and_adapts_like_apex(bias_correction, adapt_all_leaves):
+  """Default: adapt only decayed leaves (apex use_nvlamb=False, NVIDIA's BERT recipe);
+  adapt_all_leaves=True: every leaf (use_nvlamb=True)."""
   params, grads = random_problem(seed=12, steps=STEPS)
   total = np.sqrt(sum(np.sum(g ** 2) for g in grads[0].values()))
   assert total > 1.0  # clipping must be active or the test proves nothing
-  every = {n: True for n in SHAPES}
-  expected = family_np.nvlamb(params, grads, LRS, max_grad_norm=1.0, decay=DECAY, adapt=every,
+  adapt = {n: True for n in SHAPES} if adapt_all_leaves else DECAY
+  expected = family_np.nvlamb(params, grads, LRS, max_grad_norm=1.0, decay=DECAY, adapt=adapt,
                               bias_correction=bias_correction)
   unclipped = family_np.nvlamb(params, grads, LRS, max_grad_norm=np.inf, decay=DECAY,
-                               adapt=every, bias_correction=bias_correction)
+                               adapt=adapt, bias_correction=bias_correction)
   assert max_rel_err(unclipped, expected) > 1e-4
-  actual, _ = run64(lamb_optax.nvlamb(schedule, bias_correction=bias_correction), params, grads)
+  actual, _ = run64(lamb_optax.nvlamb(schedule, bias_correction=bias_correction,
+                                      adapt_all_leaves=adapt_all_leaves), params, grads)
   assert max_rel_err(actual, expected) <= 1e-6
 
 

@@ -6,7 +6,8 @@ Per layer (one array, or one slice along the stacked axes), step t >= 1:
   r = m^ / (sqrt(v^ + eps_root) + eps)
   u = r + wd * x                                                  (if the layer is decayed)
   x <- x - lr_t * phi(||x||) / ||u|| * u                          (if the layer is adapted)
-with phi(z) = clip(z, lo, hi), the ratio set to 1 when ||x|| or ||u|| is 0, and an optional
+with phi(z) = clip(z, lo, hi), the ratio set to 1 when phi(||x||) or ||u|| is 0 (the paper's
+phi(0) = lo: a zero layer gets lo/||u|| when lo > 0, as MXNet's lamb_update_phase2), and an optional
 clamp of the ratio (DeepSpeed/timm's extension).
 """
 from __future__ import annotations
@@ -17,14 +18,11 @@ import numpy as np
 
 
 def _ratio(x, u, weight_norm_bounds, trust_ratio_bounds):
-  x_norm = np.sqrt(np.sum(x.astype(np.float64) ** 2))
-  u_norm = np.sqrt(np.sum(u.astype(np.float64) ** 2))
-  if x_norm == 0 or u_norm == 0:
-    ratio = 1.0
-  else:
-    phi = x_norm if weight_norm_bounds is None else min(max(x_norm, weight_norm_bounds[0]),
-                                                        weight_norm_bounds[1])
-    ratio = phi / u_norm
+  x_norm = np.sqrt(np.sum(np.abs(x) ** 2))
+  u_norm = np.sqrt(np.sum(np.abs(u) ** 2))
+  phi = x_norm if weight_norm_bounds is None else min(max(x_norm, weight_norm_bounds[0]),
+                                                      weight_norm_bounds[1])
+  ratio = 1.0 if phi == 0 or u_norm == 0 else phi / u_norm
   if trust_ratio_bounds is not None:
     ratio = min(max(ratio, trust_ratio_bounds[0]), trust_ratio_bounds[1])
   return ratio
