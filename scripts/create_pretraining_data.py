@@ -50,7 +50,9 @@ flags.DEFINE_float("validation_fraction", 0.0,
 flags.DEFINE_integer("window_documents", 10_000,
                      "Documents per window: bounds memory; random B segments come from it.")
 flags.DEFINE_integer("num_workers", 1, "Processes creating examples.")
-flags.DEFINE_bool("overwrite", False, "Replace an existing --output_dir.")
+flags.DEFINE_bool("overwrite", False,
+                  "Replace an existing --output_dir, only if it holds nothing but a dataset "
+                  "written by this script (never an input or any other directory).")
 
 
 def run(argv_flags=FLAGS) -> dict[str, int]:
@@ -64,8 +66,11 @@ def run(argv_flags=FLAGS) -> dict[str, int]:
     raise app.UsageError("--vocab_file is required.")
   if bool(f.input_file) == bool(f.tfds_name):
     raise app.UsageError("Give exactly one of --input_file and --tfds_name.")
-  # Everything that can be checked is checked before a byte is written: the masking config, the
-  # vocabulary (load_wordpiece names missing special tokens), the inputs.
+  # Everything that can be checked is checked before a byte is written: the output directory,
+  # the counts, the masking config, the vocabulary (load_wordpiece names missing special
+  # tokens), the inputs.
+  data.check_output_dir(os.path.abspath(f.output_dir), f.overwrite)
+  data.check_workers(f.window_documents, f.num_workers)
   masking = data.MaskingConfig(
       max_seq_length=f.max_seq_length, max_predictions_per_seq=f.max_predictions_per_seq,
       masked_lm_prob=f.masked_lm_prob, whole_word_mask=f.do_whole_word_mask)

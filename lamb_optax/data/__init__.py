@@ -7,6 +7,7 @@ Nothing here imports TensorFlow.
 """
 
 from lamb_optax.data.corpus import PreparedData
+from lamb_optax.data.corpus import check_workers
 from lamb_optax.data.corpus import create_pretraining_dataset
 from lamb_optax.data.corpus import embedded_documents
 from lamb_optax.data.corpus import examples_from_documents
@@ -29,6 +30,8 @@ from lamb_optax.data.sources import read_text_documents
 from lamb_optax.data.sources import split_sentences
 from lamb_optax.data.sources import tfds_text_documents
 from lamb_optax.data.storage import PretrainingSource
+from lamb_optax.data.storage import check_output_dir
+from lamb_optax.data.storage import check_vocab_matches
 from lamb_optax.data.storage import dataset_metadata
 from lamb_optax.data.storage import load_pretraining_dataset
 from lamb_optax.data.storage import write_pretraining_dataset

@@ -22,9 +22,7 @@ import hashlib
 import json
 import multiprocessing
 import os
-import shutil
 import sys
-import tempfile
 import time
 import zlib
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
@@ -161,6 +159,22 @@ def examples_from_documents(documents: Iterable[sources.Document], tokenizer, *,
       yield from examples
 
 
+def check_workers(window_documents: int, num_workers: int) -> None:
+  """Refuses a window or worker count below one (a zero window would never emit a document).
+
+  >>> check_workers(0, 1)
+  Traceback (most recent call last):
+  ...
+  ValueError: window_documents must be >= 1 (documents per window), got 0.
+  """
+  if window_documents < 1:
+    raise ValueError(f"window_documents must be >= 1 (documents per window), got "
+                     f"{window_documents}.")
+  if num_workers < 1:
+    raise ValueError(f"num_workers must be >= 1 (1 = create examples in this process), got "
+                     f"{num_workers}.")
+
+
 def _in_validation(document: sources.Document, fraction: float) -> bool:
   # A stable content hash: the same document lands in the same split on every run and machine.
   return zlib.crc32("\n".join(document).encode("utf-8")) % 1_000_000 < fraction * 1_000_000
@@ -191,6 +205,7 @@ def create_pretraining_dataset(
   """
   if not 0.0 <= validation_fraction < 1.0:
     raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}.")
+  check_workers(window_documents, num_workers)
 
   def split_examples(validation: bool) -> Callable[[], Iterator[dict]]:
     def generate():
@@ -314,9 +329,7 @@ def prepare_embedded(data_dir: str, *, masking: MaskingConfig = MaskingConfig(),
   final = os.path.join(os.path.abspath(data_dir), key)
   if os.path.exists(os.path.join(final, "prepared.json")):
     return _prepared_from(final)
-  os.makedirs(data_dir, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=f".{key}.incomplete-", dir=data_dir)
-  try:
+  with storage.build_directory(data_dir, f".{key}.incomplete-") as tmp:
     start = time.time()
     train, validation = embedded_documents(max_documents)
     if vocab_size == EMBEDDED_VOCAB_SIZE:
@@ -353,12 +366,12 @@ def prepare_embedded(data_dir: str, *, masking: MaskingConfig = MaskingConfig(),
             "seconds": round(time.time() - start, 2)}
     with open(os.path.join(tmp, "prepared.json"), "w", encoding="utf-8") as f:
       json.dump(info, f, indent=2)
+    # The lock stays held through the open file; the published directory carries no lock file.
+    os.remove(os.path.join(tmp, storage.BUILD_LOCK_FILE))
     try:
       os.rename(tmp, final)
     except OSError:
       # Another process renamed its complete build into place first: use that one.
       if not os.path.exists(os.path.join(final, "prepared.json")):
         raise
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
   return _prepared_from(final)

@@ -25,12 +25,15 @@ reads it, and so does :func:`load_pretraining_dataset`, which adds clear errors 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
-from typing import Any, Callable, Iterable, Mapping, Optional, Union
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Union
 
 import numpy as np
 from etils import epath
@@ -42,6 +45,13 @@ DATASET_NAME = "bert_pretraining"
 _VERSION = "1.0.0"
 
 Examples = Union[Iterable[dict], Callable[[], Iterable[dict]]]
+# The files of a dataset written here: --overwrite deletes these and nothing else.
+_OWN_FILE = re.compile(rf"^(dataset_info\.json|features\.json|metadata\.json|"
+                       rf"{DATASET_NAME}-[\w.-]+\.array_record-\d+-of-\d+)$")
+# Held (flock) by the process building in an ``.incomplete-`` directory: a directory whose lock
+# can be taken belongs to a process that died, and is removed by the next build beside it.
+BUILD_LOCK_FILE = ".lamb_optax-build.lock"
+_log = logging.getLogger(__name__)
 
 
 def _tfds():
@@ -160,14 +170,11 @@ def write_pretraining_dataset(splits: Mapping[str, Examples], output_dir: str, *
     ValueError: a split produced no examples (nothing is left at ``output_dir``).
   """
   output_dir = os.path.abspath(output_dir)
-  if os.path.exists(output_dir) and not overwrite:
-    raise FileExistsError(f"{output_dir} already exists; pass overwrite=True (--overwrite) or "
-                          "choose another output directory.")
+  check_output_dir(output_dir, overwrite)
   parent = os.path.dirname(output_dir)
   os.makedirs(parent, exist_ok=True)
   # The temp dir sits beside the target so that the final os.rename stays on one filesystem.
-  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.incomplete-", dir=parent)
-  try:
+  with build_directory(parent, f".{os.path.basename(output_dir)}.incomplete-") as tmp:
     counts: dict[str, int] = {}
     builder = _builder_class()(
         splits=splits, max_seq_length=max_seq_length,
@@ -178,10 +185,95 @@ def write_pretraining_dataset(splits: Mapping[str, Examples], output_dir: str, *
       builder.download_and_prepare()
     built = os.path.join(tmp, "dataset")
     os.rename(builder.data_dir, built)
-    if overwrite and os.path.exists(output_dir):
-      shutil.rmtree(output_dir)
+    if os.path.lexists(output_dir):
+      _remove_own_dataset(output_dir)
     os.rename(built, output_dir)
     return {split: counts[split] for split in splits}
+
+
+def _foreign_entries(directory: str) -> list[str]:
+  """What in ``directory`` is not a file of a dataset written here (empty: all ours)."""
+  entries = sorted(os.listdir(directory))
+  foreign = [e for e in entries
+             if not _OWN_FILE.match(e) or not os.path.isfile(os.path.join(directory, e))
+             or os.path.islink(os.path.join(directory, e))]
+  if entries and not foreign:
+    try:
+      with open(os.path.join(directory, "dataset_info.json"), encoding="utf-8") as f:
+        name = json.load(f).get("name")
+    except (OSError, ValueError):
+      name = None
+    if name != DATASET_NAME:
+      foreign = [f"dataset_info.json (of dataset {name!r}, not {DATASET_NAME!r})"]
+  return foreign
+
+
+def check_output_dir(output_dir: str, overwrite: bool) -> None:
+  """Refuses an ``output_dir`` that exists, unless ``overwrite`` and it is our own dataset.
+
+  ``overwrite`` replaces only a directory that holds nothing but the files of a dataset written
+  by :func:`write_pretraining_dataset` (or an empty one): never an input corpus, ``.`` or a
+  home directory that happens to be passed as ``--output_dir``.
+
+  Raises:
+    FileExistsError: naming what is there and what to do.
+  """
+  if not os.path.lexists(output_dir):
+    return
+  if not overwrite:
+    raise FileExistsError(f"{output_dir} already exists; pass overwrite=True (--overwrite) or "
+                          "choose another output directory.")
+  if os.path.islink(output_dir) or not os.path.isdir(output_dir):
+    raise FileExistsError(f"--overwrite refuses to replace {output_dir}: it is not a directory "
+                          "(a file or a link). Choose another --output_dir.")
+  foreign = _foreign_entries(output_dir)
+  if foreign:
+    shown = ", ".join(foreign[:10]) + (f", ... ({len(foreign)} in all)" if len(foreign) > 10
+                                       else "")
+    raise FileExistsError(
+        f"--overwrite refuses to replace {output_dir}: it is not (only) a pretraining dataset "
+        f"written by lamb_optax; it holds {shown}. Choose another --output_dir, or empty it "
+        "yourself.")
+
+
+def _remove_own_dataset(output_dir: str) -> None:
+  """Deletes the dataset files in ``output_dir`` one by one, then the (empty) directory."""
+  check_output_dir(output_dir, overwrite=True)  # again: it may have changed during the build
+  for entry in os.listdir(output_dir):
+    os.remove(os.path.join(output_dir, entry))
+  os.rmdir(output_dir)  # fails, deleting nothing more, if a file appeared meanwhile
+
+
+def _remove_stale_builds(parent: str, prefix: str) -> None:
+  """Removes ``prefix*`` build directories whose builder died (their lock is free)."""
+  for name in os.listdir(parent):
+    lock_path = os.path.join(parent, name, BUILD_LOCK_FILE)
+    if not name.startswith(prefix) or not os.path.isfile(lock_path):
+      continue  # not a build directory of ours: leave it alone
+    with open(lock_path, "a", encoding="utf-8") as lock:
+      try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except OSError:
+        continue  # a live process is building there
+      _log.warning("Removing %s, left by an interrupted build.", os.path.join(parent, name))
+      shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+
+
+@contextlib.contextmanager
+def build_directory(parent: str, prefix: str) -> Iterator[str]:
+  """A fresh hidden ``parent/prefix*`` directory to build in, removed on exit.
+
+  The directory is locked (``flock``) while this process builds in it; entering also removes
+  the ``prefix*`` directories that killed builds left behind (their lock is free), so an
+  interrupted run leaves nothing behind for longer than the next run beside it.
+  """
+  os.makedirs(parent, exist_ok=True)
+  _remove_stale_builds(parent, prefix)
+  tmp = tempfile.mkdtemp(prefix=prefix, dir=parent)
+  try:
+    with open(os.path.join(tmp, BUILD_LOCK_FILE), "w", encoding="utf-8") as lock:
+      fcntl.flock(lock, fcntl.LOCK_EX)
+      yield tmp
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
 
@@ -292,3 +384,41 @@ def dataset_metadata(directory: str) -> dict[str, Any]:
   if not path.exists():
     return {}
   return json.loads(path.read_text(encoding="utf-8"))
+
+
+def check_vocab_matches(metadata: Mapping[str, Any], vocab_size: int, *,
+                        dataset: str = "the dataset", exact: bool = True) -> None:
+  """Refuses a vocabulary of another size than the one the dataset was created with.
+
+  Args:
+    metadata: the dataset's stored metadata (:func:`dataset_metadata`, or
+      ``PretrainingSource.metadata``); its ``"vocab_size"`` is the vocabulary of its ids.
+    vocab_size: the vocabulary (or model embedding) size the run uses.
+    dataset: how to name the dataset in the error (e.g. its directory).
+    exact: require equal sizes; False only refuses a ``vocab_size`` too small for the ids
+      (e.g. an embedding table padded to a multiple of 128).
+
+  Datasets written without ``vocab_size`` in their metadata are not checked.
+
+  Raises:
+    ValueError: naming both sizes and the fix.
+
+  >>> check_vocab_matches({"vocab_size": 8192}, 8192)
+  >>> check_vocab_matches({"vocab_size": 8192}, 1000, dataset="/data/wiki")
+  Traceback (most recent call last):
+  ...
+  ValueError: /data/wiki was created with a vocabulary of 8192 ids, but the run uses 1000 ...
+  """
+  stored = metadata.get("vocab_size")
+  if stored is None:
+    return
+  stored = int(stored)
+  if stored == vocab_size or (not exact and vocab_size >= stored):
+    return
+  consequence = (f"ids up to {stored - 1} do not fit its embedding table and train to NaN"
+                 if vocab_size < stored else "the ids would mean other words")
+  raise ValueError(
+      f"{dataset} was created with a vocabulary of {stored} ids, but the run uses {vocab_size} "
+      f"({consequence}). Use the vocab.txt the dataset was created with (its metadata names "
+      f"it: {metadata.get('vocab_file', 'not recorded')}), or recreate the dataset with this "
+      "vocabulary.")

@@ -132,6 +132,7 @@ def config_from_hf(hf_config: dict[str, Any], **overrides: Any) -> BertConfig:
     raise ValueError(
         f"config.json has hidden_act={activation!r}; supported: {sorted(_ACTIVATIONS)}."
     )
+  _check_sizes(hf_config)
   defaults = BertConfig()
   fields = dict(
       vocab_size=hf_config.get("vocab_size", defaults.vocab_size),
@@ -150,6 +151,27 @@ def config_from_hf(hf_config: dict[str, Any], **overrides: Any) -> BertConfig:
       initializer_range=hf_config.get("initializer_range", defaults.initializer_range),
   )
   return BertConfig(**{**fields, **overrides})
+
+
+# config.json sizes: each must be a positive integer, at most this (the largest BERT-like
+# vocabularies are ~250k; a bigger size is a corrupt or hostile config that would allocate GBs).
+_SIZE_LIMITS = {"vocab_size": 1 << 22, "hidden_size": 1 << 16, "num_hidden_layers": 1024,
+                "num_attention_heads": 1024, "intermediate_size": 1 << 18,
+                "max_position_embeddings": 1 << 20, "type_vocab_size": 1 << 10}
+
+
+def _check_sizes(hf_config: dict[str, Any]) -> None:
+  """Refuses sizes that are not positive integers or are absurdly large, before allocating."""
+  problems = []
+  for key, limit in _SIZE_LIMITS.items():
+    if key not in hf_config:
+      continue
+    value = hf_config[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= limit:
+      problems.append(f"{key}={value!r} (must be an integer in [1, {limit:,}])")
+  if problems:
+    raise ValueError("config.json has invalid sizes: " + "; ".join(problems) + ". Fix "
+                     "config.json to match the checkpoint's tensors.")
 
 
 def config_to_hf(config: BertConfig) -> dict[str, Any]:
@@ -227,6 +249,19 @@ def _read_config(directory: PathLike) -> dict[str, Any]:
     return json.load(f)
 
 
+def _shard_path(directory: PathLike, shard: Any) -> str:
+  """The path of a shard an index names; refuses one outside the checkpoint directory (an index
+  could otherwise make the loader read any file, e.g. ``../../secret`` or ``/etc/...``)."""
+  root = os.path.realpath(directory)
+  path = os.path.realpath(os.path.join(root, str(shard)))
+  if not isinstance(shard, str) or os.path.commonpath([root, path]) != root or path == root:
+    raise ValueError(
+        f"model.safetensors.index.json in {os.fspath(directory)!r} maps weights to {shard!r}, "
+        "which is not a file inside the checkpoint directory; refusing to follow it. Shards "
+        "must be named relative to the directory, as save_pretrained writes them.")
+  return path
+
+
 def _read_tensors(directory: PathLike) -> dict[str, np.ndarray]:
   """All tensors of ``model.safetensors``, or of the shards an index lists."""
   st = _safetensors_numpy()
@@ -239,7 +274,7 @@ def _read_tensors(directory: PathLike) -> dict[str, np.ndarray]:
       shards = sorted(set(json.load(f)["weight_map"].values()))
     tensors: dict[str, np.ndarray] = {}
     for shard in shards:
-      tensors.update(st.load_file(os.path.join(directory, shard)))
+      tensors.update(st.load_file(_shard_path(directory, shard)))
     return tensors
   raise ValueError(
       f"No model.safetensors (or model.safetensors.index.json) in {os.fspath(directory)!r} "
@@ -305,20 +340,35 @@ def _check_tensors(tensors, table, expected_shapes, strict, architectures) -> li
   return problems
 
 
+def _check_finite(tensors: dict[str, np.ndarray], table) -> list[str]:
+  """Names the tensors holding NaN or Inf (a diverged or damaged checkpoint)."""
+  bad = [f"{name} ({int(np.size(t) - np.count_nonzero(np.isfinite(t)))} values)"
+         for _, name, _, _ in table
+         if (t := tensors.get(name)) is not None and not np.isfinite(t).all()]
+  if not bad:
+    return []
+  return [f"non-finite (NaN/Inf) tensors ({len(bad)}): {bad} (pass allow_nonfinite=True to "
+          "load them anyway)"]
+
+
 def load_hf(
-    directory: PathLike, *, strict: bool = True, seed: int = 0, **config_overrides: Any
+    directory: PathLike, *, strict: bool = True, seed: int = 0, allow_nonfinite: bool = False,
+    **config_overrides: Any
 ) -> BertForPreTraining:
   """Reads a Hugging Face BERT checkpoint directory into a :class:`BertForPreTraining`.
 
   Accepts the ``BertForPreTraining``/``BertForMaskedLM`` layout and the bare ``BertModel`` one;
   heads the checkpoint lacks entirely keep a random initialisation (from ``seed``) and a warning
-  is logged. Anything else wrong -- another architecture, missing, unexpected (unless
-  ``strict=False``) or mis-shaped tensors -- raises a ``ValueError`` listing every problem.
+  is logged. Anything else wrong -- another architecture, invalid sizes in config.json, shards
+  outside the directory, missing, unexpected (unless ``strict=False``), mis-shaped or non-finite
+  (unless ``allow_nonfinite=True``) tensors -- raises a ``ValueError`` listing every problem,
+  before the model is allocated.
 
   Args:
     directory: holds ``config.json`` and ``model.safetensors`` (or an index with shards).
     strict: reject tensors the model has no place for (e.g. a fine-tuned classifier's).
     seed: initialises parameters the checkpoint does not provide.
+    allow_nonfinite: load tensors holding NaN or Inf (refused by default, naming them).
     **config_overrides: ``BertConfig`` fields to change, e.g. ``dtype="bfloat16"``,
       ``remat="full"`` (the shapes come from config.json).
   """
@@ -326,24 +376,29 @@ def load_hf(
   config = config_from_hf(hf_config, **config_overrides)
   tensors = _canonical_names(_read_tensors(directory))
   problems = _resolve_tied(tensors)
-  model = BertForPreTraining(config, rngs=nnx.Rngs(seed))
-  state = nnx.state(model, nnx.Param)
-  params = nnx.to_pure_dict(state)
+  # Shapes come from an abstract model: nothing is allocated until they match the tensors.
+  abstract = nnx.to_pure_dict(nnx.state(
+      nnx.eval_shape(lambda: BertForPreTraining(config, rngs=nnx.Rngs(seed))), nnx.Param))
   table = _tensor_table(config.num_layers)
 
   def flax_shape(path, layer):
-    shape = tuple(_get(params, path).shape)
+    shape = tuple(_get(abstract, path).shape)
     return shape if layer is None else shape[1:]
 
   expected = {name: _torch_shape(flax_shape(path, layer), layout)
               for path, name, layout, layer in table}
   problems += _check_tensors(
       tensors, table, expected, strict, hf_config.get("architectures") or ())
+  if not allow_nonfinite:
+    problems += _check_finite(tensors, table)
   if problems:
     raise ValueError(
         f"Cannot load {os.fspath(directory)!r} into BERT ({config.num_layers} layers, hidden "
         f"{config.hidden_size}, vocab {config.vocab_size}):\n  " + "\n  ".join(problems)
     )
+  model = BertForPreTraining(config, rngs=nnx.Rngs(seed))
+  state = nnx.state(model, nnx.Param)
+  params = nnx.to_pure_dict(state)
   param_dtype = np.dtype(config.param_dtype)
   stacks: dict[str, list[np.ndarray]] = {}
   for path, name, layout, layer in table:

@@ -4,11 +4,22 @@ Grain iterator, so that a restarted job continues with exactly the batches it wo
 Saves are asynchronous (training continues while the arrays are written) and atomic: Orbax
 writes into a temporary directory and renames it when complete, so a crash mid-save leaves the
 previous checkpoint as the latest good one.
+
+Orbax stores no checksum of the array data, so a flipped bit would load silently. Once a save
+is complete (checked at the next save, ``wait()`` or ``close()``), process 0 records a CRC32 of
+every file of the step in ``<step>/checksums.json``; :meth:`Checkpointer.restore` verifies them
+and falls back to the newest intact checkpoint, with a warning naming the corrupt step and
+files, moving the corrupt one aside (``<step>.corrupt``). A step whose checksums were never
+recorded (killed before its save was confirmed, or written by an older version) is restored
+unverified.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import zlib
 from typing import Any, Optional
 
 import grain
@@ -22,6 +33,65 @@ PyTree = Any
 
 class ShapeMismatchError(ValueError):
   """The workdir holds a checkpoint of a different model or optimizer."""
+
+
+class CorruptCheckpointError(RuntimeError):
+  """Every checkpoint of the run failed its checksums."""
+
+
+CHECKSUM_FILE = "checksums.json"
+_CHUNK = 1 << 24
+_log = logging.getLogger(__name__)
+
+
+def _file_crc32(path: epath.Path) -> str:
+  crc = 0
+  with path.open("rb") as f:
+    while chunk := f.read(_CHUNK):
+      crc = zlib.crc32(chunk, crc)
+  return f"{crc:08x}"
+
+
+def _step_files(step_dir: epath.Path) -> dict[str, epath.Path]:
+  """Every file under a step directory by relative path, except the checksum file."""
+  files, pending = {}, [step_dir]
+  while pending:  # iterdir, not rglob: epath refuses "**" (a GCS listing per directory is fine)
+    for path in pending.pop().iterdir():
+      if path.is_dir():
+        pending.append(path)
+      else:
+        files[str(path.relative_to(step_dir))] = path
+  files.pop(CHECKSUM_FILE, None)
+  return files
+
+
+def write_checksums(step_dir: epath.Path) -> None:
+  """Records the CRC32 and size of every file of a complete step directory (atomically)."""
+  sums = {name: {"crc32": _file_crc32(path), "size": path.stat().length}
+          for name, path in sorted(_step_files(step_dir).items())}
+  tmp = step_dir / (CHECKSUM_FILE + ".tmp")
+  tmp.write_text(json.dumps({"format": 1, "files": sums}, indent=1))
+  tmp.rename(step_dir / CHECKSUM_FILE)
+
+
+def verify_checksums(step_dir: epath.Path) -> Optional[list[str]]:
+  """The files of a step that fail their recorded checksums ([] = intact); None when none were
+  recorded."""
+  path = step_dir / CHECKSUM_FILE
+  if not path.exists():
+    return None
+  recorded = json.loads(path.read_text())["files"]
+  present = _step_files(step_dir)
+  bad = []
+  for name, expected in sorted(recorded.items()):
+    file = present.get(name)
+    if file is None:
+      bad.append(f"{name} (missing)")
+    elif file.stat().length != expected["size"]:
+      bad.append(f"{name} (size {file.stat().length}, recorded {expected['size']})")
+    elif _file_crc32(file) != expected["crc32"]:
+      bad.append(f"{name} (CRC32 mismatch)")
+  return bad
 
 
 def abstract_target(abstract: PyTree, shardings: PyTree) -> PyTree:
@@ -55,8 +125,22 @@ class Checkpointer:
                        "data": grain.checkpoint.CheckpointHandler()},
     )
 
+    self._unconfirmed: set[int] = set()  # saved steps whose checksums are not written yet
+
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
+
+  def _step_dir(self, step: int) -> epath.Path:
+    return epath.Path(self.directory) / str(step)
+
+  def _record_checksums(self) -> None:
+    """Waits for pending saves, then checksums them (process 0 only: the files are shared)."""
+    self._manager.wait_until_finished()
+    if jax.process_index() == 0:
+      for step in sorted(self._unconfirmed):
+        if self._step_dir(step).is_dir():  # not garbage-collected meanwhile
+          write_checksums(self._step_dir(step))
+    self._unconfirmed.clear()
 
   def reached_preemption(self, step: int) -> bool:
     """True on every process once JAX's preemption service saw a notice (Cloud TPU maintenance,
@@ -68,10 +152,14 @@ class Checkpointer:
 
   def save(self, step: int, state: PyTree, data_iterator: Optional[Any] = None,
            force: bool = False) -> None:
+    # Orbax waits for the previous save before starting this one anyway: checksumming it now
+    # adds no wait, only the read of its files.
+    self._record_checksums()
     items = {"state": ocp.args.StandardSave(state)}
     if data_iterator is not None:
       items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
-    self._manager.save(step, args=ocp.args.Composite(**items), force=force)
+    if self._manager.save(step, args=ocp.args.Composite(**items), force=force):
+      self._unconfirmed.add(step)
 
   def restore(self, abstract_state: PyTree, data_iterator: Optional[Any] = None,
               step: Optional[int] = None) -> tuple[int, PyTree]:
@@ -80,15 +168,54 @@ class Checkpointer:
     The data iterator, if given, is restored in place. Raises ShapeMismatchError, naming the
     mismatched arrays, when the checkpoint was written for other shapes.
     """
-    step = self.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"No checkpoint under {self.directory}.")
+    step = self._intact_step(step)
     self._check_shapes(step, abstract_state)
     items = {"state": ocp.args.StandardRestore(abstract_state)}
     if data_iterator is not None:
       items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
     restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     return step, restored["state"]
+
+  def _intact_step(self, step: Optional[int]) -> int:
+    """``step``, or the newest checkpoint whose files match their checksums.
+
+    Every process verifies (the same shared files, so the same decision); process 0 then moves
+    the corrupt steps aside so that the resumed run can save those steps again.
+    """
+    candidates = [step] if step is not None else sorted(self._manager.all_steps(), reverse=True)
+    if not candidates:
+      raise FileNotFoundError(f"No checkpoint under {self.directory}.")
+    corrupt = {}
+    for candidate in candidates:
+      bad = verify_checksums(self._step_dir(candidate))
+      if not bad:
+        break
+      corrupt[candidate] = bad
+      _log.warning("Checkpoint step %d under %s is corrupt (%d file(s) fail their checksums: "
+                   "%s); falling back to the previous checkpoint.", candidate, self.directory,
+                   len(bad), "; ".join(bad[:5]))
+    else:
+      raise CorruptCheckpointError(
+          f"No intact checkpoint under {self.directory}: "
+          + "; ".join(f"step {s}: {', '.join(b[:3])}" for s, b in corrupt.items())
+          + ". The files changed after they were written (disk or copy errors). Restore them "
+          "from a backup, or start afresh in a new --workdir.")
+    if corrupt:
+      self._set_aside(corrupt)
+    return candidate
+
+  def _set_aside(self, corrupt: dict[int, list[str]]) -> None:
+    """Renames corrupt steps to ``<step>.corrupt`` (kept for inspection, ignored by Orbax)."""
+    if jax.process_index() == 0:
+      for step in corrupt:
+        target = epath.Path(self.directory) / f"{step}.corrupt"
+        if target.exists():
+          target.rmtree()
+        self._step_dir(step).rename(target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices("lamb_optax_checkpoint_set_aside")
+    self._manager.reload()
 
   def _check_shapes(self, step: int, abstract_state: PyTree) -> None:
     metadata = self._manager.item_metadata(step)["state"]
@@ -107,11 +234,11 @@ class Checkpointer:
           f"Mismatches ({len(problems)}): " + "; ".join(sorted(problems)[:10]))
 
   def wait(self) -> None:
-    """Blocks until async saves are on disk."""
-    self._manager.wait_until_finished()
+    """Blocks until async saves are on disk (and their checksums recorded)."""
+    self._record_checksums()
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
+    self._record_checksums()
     self._manager.close()
 
 

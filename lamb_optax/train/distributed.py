@@ -1,10 +1,12 @@
-"""Joining a multi-process JAX run, with a clear error instead of a silent hang."""
+"""Joining a multi-process JAX run, with a clear error instead of a silent hang or an abort."""
 
 from __future__ import annotations
 
 import os
 import socket
-from typing import Optional
+import sys
+import threading
+from typing import Callable, Optional
 
 import jax
 
@@ -27,8 +29,12 @@ def initialize(coordinator_address: Optional[str], num_processes: Optional[int],
   * Cloud TPU: no flags needed; JAX discovers the slice's hosts.
   * Elsewhere: all three of coordinator address, process count and id are required.
   * Single process: nothing to do.
-  If the peers do not all join within ``timeout_seconds``, raises a RuntimeError that names the
-  coordinator and what to check, rather than hanging.
+  If the peers do not all join within ``timeout_seconds`` (unreachable coordinator, a peer that
+  never starts), prints an error that names the coordinator and what to check to stderr and
+  exits the process with status 1, rather than hanging. (JAX's coordination client would abort
+  the process from C++ with SIGABRT and "another task died" at its own deadline, which no Python
+  code can catch, so a watchdog thread acts first.) Errors JAX does raise become a RuntimeError
+  with the same message.
   """
   explicit = [coordinator_address, num_processes, process_id]
   if all(v is None for v in explicit):
@@ -44,14 +50,43 @@ def initialize(coordinator_address: Optional[str], num_processes: Optional[int],
   # Cross-process collectives on CPU devices need gloo (the CPU client has none by default);
   # the setting only concerns the CPU backend, so it is harmless on GPU hosts.
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
+
+  def explain(cause: str) -> str:
+    return (f"Process {process_id}/{num_processes} could not join the coordinator at "
+            f"{coordinator_address} within {timeout_seconds}s: {cause}. Check that process 0 is "
+            f"running with the same --coordinator_address and --num_processes, that "
+            f"{coordinator_address} is reachable from {socket.gethostname()} (firewall, port), "
+            "and that every process was started.")
+
   try:
-    jax.distributed.initialize(coordinator_address=coordinator_address,
-                               num_processes=num_processes, process_id=process_id,
-                               initialization_timeout=timeout_seconds)
-  except Exception as e:  # JAX raises XlaRuntimeError (DEADLINE_EXCEEDED etc.) here.
-    raise RuntimeError(
-        f"Process {process_id}/{num_processes} could not join the coordinator at "
-        f"{coordinator_address} within {timeout_seconds}s: {e}. Check that process 0 is running "
-        f"with the same --coordinator_address and --num_processes, that {coordinator_address} "
-        f"is reachable from {socket.gethostname()} (firewall, port), and that every process "
-        "was started.") from e
+    _with_watchdog(
+        lambda: jax.distributed.initialize(
+            coordinator_address=coordinator_address, num_processes=num_processes,
+            process_id=process_id,
+            # JAX aborts at its own deadline: give it longer, so that the watchdog speaks first.
+            initialization_timeout=timeout_seconds + _JAX_GRACE_SECONDS),
+        timeout_seconds, explain("not every process joined in time"))
+  except Exception as e:  # JAX raises XlaRuntimeError for some failures (e.g. a bad address).
+    raise RuntimeError(explain(str(e))) from e
+
+
+_JAX_GRACE_SECONDS = 60
+
+
+def _with_watchdog(join: Callable[[], None], timeout_seconds: float, message: str) -> None:
+  """Runs ``join``; if it has not returned after ``timeout_seconds``, prints ``message`` and
+  exits the process with status 1 (``join`` blocks in C++, where no exception can reach it)."""
+  done = threading.Event()
+
+  def watch():
+    if not done.wait(timeout_seconds):
+      sys.stdout.flush()
+      sys.stderr.write(f"error: {message}\n")
+      sys.stderr.flush()
+      os._exit(1)  # pylint: disable=protected-access  (the main thread is stuck in C++)
+
+  threading.Thread(target=watch, name="distributed-join-watchdog", daemon=True).start()
+  try:
+    join()
+  finally:
+    done.set()

@@ -2,6 +2,12 @@
 
 Only process 0 writes. TensorBoard files are written with ``tensorboardX`` (no TensorFlow).
 ``metrics.jsonl`` is appended to, so a resumed run continues the same file; a row per logged step.
+
+A run resumed from the checkpoint of step ``S`` first drops the rows of steps after ``S`` (they
+are logged again by the resumed run), so the file holds every step once, with the values of the
+run that continued. The file is strict JSON: non-finite values (a diverged loss) are written as
+``null``, since JSON has no NaN or Infinity (Python's ``json`` would write bare ``NaN`` tokens,
+which strict parsers reject).
 """
 
 from __future__ import annotations
@@ -23,6 +29,44 @@ def _to_python(value: Any) -> Any:
   return value.tolist()
 
 
+def _strict(value: Any) -> Any:
+  """``value`` with every non-finite float replaced by None (JSON null)."""
+  if isinstance(value, float):
+    return value if math.isfinite(value) else None
+  if isinstance(value, dict):
+    return {k: _strict(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_strict(v) for v in value]
+  return value
+
+
+def dumps_row(row: Mapping[str, Any]) -> str:
+  """One strict-JSON line: non-finite floats become null.
+
+  >>> dumps_row({"step": 3, "loss": float("nan"), "x": [1.5, float("inf")]})
+  '{"step": 3, "loss": null, "x": [1.5, null]}'
+  """
+  return json.dumps(_strict(dict(row)), allow_nan=False)
+
+
+def _rows_through(text: str, last_step: int) -> tuple[list[str], int]:
+  """The lines of a metrics.jsonl for steps <= last_step (rewritten strictly), and the count of
+  lines dropped (later steps, and a line torn by a kill mid-write)."""
+  kept, dropped = [], 0
+  for line in text.splitlines():
+    try:
+      row = json.loads(line)  # accepts the bare NaN that earlier versions wrote
+      step = int(row["step"])
+    except (ValueError, KeyError, TypeError):
+      dropped += 1
+      continue
+    if step <= last_step:
+      kept.append(dumps_row(row))
+    else:
+      dropped += 1
+  return kept, dropped
+
+
 def to_host(tree: Any) -> Any:
   """Numpy copies of replicated global arrays (``float(x)`` fails on multi-process arrays).
 
@@ -41,14 +85,33 @@ class _JsonLines:
   few thousand rows stays small enough for that to be cheap.
   """
 
-  def __init__(self, path: epath.Path):
+  def __init__(self, path: epath.Path, last_step: Optional[int] = None):
     self._path = path
     self._remote = "://" in str(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if last_step is not None and path.exists():
+      self._truncate(last_step)
     if self._remote:
       self._text = path.read_text(encoding="utf-8") if path.exists() else ""
     else:
       self._file = open(path, "a", encoding="utf-8")
+
+  def _truncate(self, last_step: int) -> None:
+    """Drops the rows after ``last_step``, replacing the file atomically (a kill now leaves the
+    old file or the new one, never a half-written one)."""
+    kept, dropped = _rows_through(self._path.read_text(encoding="utf-8"), last_step)
+    if not dropped:
+      return
+    text = "".join(line + "\n" for line in kept)
+    if self._remote:  # object stores replace an object atomically on write
+      self._path.write_text(text, encoding="utf-8")
+      return
+    tmp = self._path.with_name(self._path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, self._path)
 
   def append(self, line: str) -> None:
     if self._remote:
@@ -64,7 +127,13 @@ class _JsonLines:
 
 
 class MetricsWriter:
-  """Writes metric rows for one run; a no-op on processes other than 0."""
+  """Writes metric rows for one run; a no-op on processes other than 0.
+
+  ``initial_step`` is the step the run starts (resumes) from: rows of ``metrics.jsonl`` after it,
+  written by the run that was interrupted after its last checkpoint, are dropped so each step
+  appears once. TensorBoard event files cannot be truncated: there, the resumed run's points
+  for those steps are added after the old ones (TensorBoard shows both).
+  """
 
   def __init__(self, workdir: str, *, total_steps: int, initial_step: int = 0,
                enabled: bool = True, progress_bar: bool = True):
@@ -74,7 +143,7 @@ class MetricsWriter:
     self._bar = None
     if not enabled:
       return
-    self._jsonl = _JsonLines(epath.Path(workdir) / "metrics.jsonl")
+    self._jsonl = _JsonLines(epath.Path(workdir) / "metrics.jsonl", last_step=initial_step)
     try:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
@@ -89,7 +158,7 @@ class MetricsWriter:
     if not self.enabled:
       return
     row = {"step": int(step), **{prefix + k: _to_python(v) for k, v in metrics.items()}}
-    self._jsonl.append(json.dumps(row))
+    self._jsonl.append(dumps_row(row))
     if self._tensorboard is not None:
       for name, value in row.items():
         if name != "step" and isinstance(value, (int, float)) and math.isfinite(value):
