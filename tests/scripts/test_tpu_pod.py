@@ -66,6 +66,19 @@ def test_parse_accelerator_refuses(accel):
     accelerators.parse_accelerator(accel)
 
 
+def test_generation_table():
+  gens = accelerators.GENERATIONS
+  assert set(accelerators.DEFAULT_RUNTIME) == set(gens)
+  for name, g in gens.items():
+    s = accelerators.parse_accelerator(f"{g.prefixes[0]}-{g.sizes[-1] if g.sizes else 128}")
+    assert s.generation == name
+    assert s.devices == s.chips * g.devices_per_chip
+  # The sourced per-chip figures (see the comments beside the table).
+  assert {n: g.peak_bf16_flops_per_chip for n, g in gens.items() if g.peak_bf16_flops_per_chip} == {
+      "v4": 275e12, "v5p": 459e12, "v5e": 197e12, "v6e": 918e12}
+  assert gens["v5p"].hbm_bandwidth_per_chip == 2765e9 and gens["v4"].ici_bandwidth_per_chip is None
+
+
 def test_create_dry_run(capsys):
   (cmd,) = dry_run(capsys, "create", "bert", "--accelerator-type=v4-128", *WHERE)
   assert cmd == ["gcloud", "compute", "tpus", "tpu-vm", "create", "bert", *WHERE,
