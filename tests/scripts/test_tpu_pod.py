@@ -4,6 +4,7 @@ input before any gcloud call, and the remote shell snippets executed for real in
 import importlib.util
 import os
 import pathlib
+import re
 import shlex
 import subprocess
 import sys
@@ -376,3 +377,56 @@ def test_docstring_examples():
   import doctest  # pylint: disable=import-outside-toplevel
   result = doctest.testmod(tpu_pod, optionflags=doctest.ELLIPSIS)
   assert not result.failed
+
+
+# The package functions the launcher uses instead of copies of its own.
+def test_config_load_is_the_trainers_parsing(monkeypatch):
+  from lamb_optax.train import config as config_lib  # pylint: disable=import-outside-toplevel
+  monkeypatch.chdir(ROOT)
+  config = config_lib.load("configs/lamb_paper.py:32768", [
+      "--config.micro_batch_size=8", "--config.model.overrides.hidden_dropout=0.0",
+      "--config.data.whole_word_mask", "--config.mesh.tensor", "2"])  # absl's own syntax
+  assert (config.global_batch_size, config.micro_batch_size) == (32768, 8)
+  assert config.model.overrides.hidden_dropout == 0.0 and config.data.whole_word_mask
+  assert config.mesh.tensor == 2
+  assert not config.is_locked  # as the trainer receives it; the trainer's lock() comes next
+  config_lib.lock(config)
+
+
+@pytest.mark.parametrize("config_arg, overrides, message", [
+    ("configs/nope.py", [], "no such file"),
+    ("configs/tiny.py", ["--config.global_batch_szie=4"],
+     "no key 'global_batch_szie'. Did you mean \"global_batch_size\""),
+    ("configs/tiny.py", ["--config.dta.source=x"], "no key 'dta.source'"),
+    ("configs/tiny.py", ["--config.optimizer.kwargs.b1=0.9"], "no key 'optimizer.kwargs.b1'"),
+    ("configs/tiny.py", ["--config.learning_rate=abc"], "could not convert string to float"),
+    ("configs/tiny.py", ["--config.mesh.data=2.5"], "--config.KEY=VALUE"),
+    ("configs/tiny.py", ["--config.global_batch_size"], "Missing value"),
+    ("configs/tiny.py", ["--bogus=1"], "Unknown command line flag 'bogus'"),
+    ("configs/tiny.py", ["stray"], "Unexpected arguments ['stray']"),
+])
+def test_config_load_refuses(monkeypatch, config_arg, overrides, message):
+  from lamb_optax.train import config as config_lib  # pylint: disable=import-outside-toplevel
+  monkeypatch.chdir(ROOT)
+  with pytest.raises(config_lib.ConfigError) as e:
+    config_lib.load(config_arg, overrides)
+  assert message in str(e.value)
+
+
+@pytest.mark.parametrize("mesh, devices, want", [
+    ({"data": -1}, 64, 64), ({"data": -1, "fsdp": 1, "tensor": 1}, 8, 8),
+    ({"data": -1, "tensor": 4}, 512, 128), ({"data": 2, "fsdp": -1, "tensor": 2}, 16, 8),
+    ({"data": 4, "fsdp": 2, "tensor": 1}, 8, 8), ({"tensor": -1}, 4, 1),
+    ({"data": -1, "tensor": 3}, 64, "multiple of 3 devices"),
+    ({"data": -1, "fsdp": -1}, 8, "at most one axis"),
+    ({"data": 2}, 8, "uses 2 devices, but there are 8"),
+    ({"data": 0, "fsdp": -1}, 8, "positive"),
+    ({"dta": -1}, 8, "Unknown mesh axes ['dta']"),
+])
+def test_data_parallel_size(mesh, devices, want):
+  from lamb_optax.train import config as config_lib  # pylint: disable=import-outside-toplevel
+  if isinstance(want, int):
+    assert config_lib.data_parallel_size(mesh, devices) == want
+  else:
+    with pytest.raises(ValueError, match=re.escape(want)):
+      config_lib.data_parallel_size(mesh, devices)
