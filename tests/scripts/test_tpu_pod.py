@@ -1,5 +1,7 @@
 """scripts/tpu_pod.py: the gcloud commands each subcommand prints, the checks that refuse bad
-input before any gcloud call, and the remote shell snippets executed for real in a fake $HOME."""
+input before any gcloud call, and the remote shell snippets executed for real in a fake $HOME.
+Also the package functions it uses instead of copies: lamb_optax.train.accelerators (the slice
+table) and lamb_optax.train.config's load and data_parallel_size."""
 
 import importlib.util
 import os
@@ -13,11 +15,11 @@ import time
 import pytest
 
 from lamb_optax.train import accelerators
+from lamb_optax.train import config as config_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("tpu_pod", ROOT / "scripts" / "tpu_pod.py")
 tpu_pod = importlib.util.module_from_spec(_spec)
-sys.modules["tpu_pod"] = tpu_pod  # dataclasses look their module up while the class is built
 _spec.loader.exec_module(tpu_pod)
 
 WHERE = ["--zone=us-central2-b", "--project=my-proj"]
@@ -369,7 +371,6 @@ def test_help_runs():
 
 # The package functions the launcher uses instead of copies of its own.
 def test_config_load_is_the_trainers_parsing(monkeypatch):
-  from lamb_optax.train import config as config_lib  # pylint: disable=import-outside-toplevel
   monkeypatch.chdir(ROOT)
   config = config_lib.load("configs/lamb_paper.py:32768", [
       "--config.micro_batch_size=8", "--config.model.overrides.hidden_dropout=0.0",
@@ -394,7 +395,6 @@ def test_config_load_is_the_trainers_parsing(monkeypatch):
     ("configs/tiny.py", ["stray"], "Unexpected arguments ['stray']"),
 ])
 def test_config_load_refuses(monkeypatch, config_arg, overrides, message):
-  from lamb_optax.train import config as config_lib  # pylint: disable=import-outside-toplevel
   monkeypatch.chdir(ROOT)
   with pytest.raises(config_lib.ConfigError) as e:
     config_lib.load(config_arg, overrides)
@@ -412,7 +412,6 @@ def test_config_load_refuses(monkeypatch, config_arg, overrides, message):
     ({"dta": -1}, 8, "Unknown mesh axes ['dta']"),
 ])
 def test_data_parallel_size(mesh, devices, want):
-  from lamb_optax.train import config as config_lib  # pylint: disable=import-outside-toplevel
   if isinstance(want, int):
     assert config_lib.data_parallel_size(mesh, devices) == want
   else:
