@@ -14,7 +14,7 @@ and prints the ratio loader / model: how many times faster the input is than its
 loader must keep ahead of the model by a margin (target: 5x the tiny model) because in training
 both share the same cores.
 
-  PYTHONPATH=.:scripts python scripts/benchmark_input.py [--models tiny,base] [--output f.json]
+  PYTHONPATH=. python scripts/benchmark_input.py [--models tiny,base] [--output f.json]
 """
 
 from __future__ import annotations
@@ -22,19 +22,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 
 import jax
 from flax import nnx
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import lamb_optax  # pylint: disable=g-import-not-at-top,wrong-import-position
-from lamb_optax import data  # pylint: disable=wrong-import-position
-from lamb_optax.models import bert  # pylint: disable=wrong-import-position
-from benchmark_common import PlainSteps, machine, timed  # pylint: disable=wrong-import-position
+import lamb_optax
+from lamb_optax import data
+from lamb_optax.models import bert
+from lamb_optax.train.benchmarking import PlainSteps, machine, timed
 
 
 def loader_speed(source, prepared, *, batch_size: int, batches: int, worker_count: int,

@@ -4,7 +4,10 @@ A thin, checkable wrapper around ``gcloud compute tpus``: every subcommand build
 command lines with a pure function (lists of argv lists) and runs them, or with ``--dry-run``
 prints them, one per line, shell-quoted. Input that cannot work (no project/zone, a batch the
 slice cannot divide, a local workdir on a multi-host slice, ...) is refused with a message that
-names the fix *before* any gcloud call. docs/tpu.md walks through a whole run.
+names the fix *before* any gcloud call. The config is loaded and checked by the trainer's own
+code (``lamb_optax.train.config``: its flag parsing, ``lock``, ``check_schedule``,
+``plan_batches``) and the slice read from ``lamb_optax.train.accelerators``, so the package must
+be importable (``pip install -e .`` in the repository). docs/tpu.md walks through a whole run.
 
   python scripts/tpu_pod.py create bert --accelerator-type=v4-128 --zone=us-central2-b \
       --project=my-project --queued --spot
@@ -24,9 +27,6 @@ $CLOUDSDK_COMPUTE_ZONE, else (not in --dry-run) ``gcloud config get-value``.
 from __future__ import annotations
 
 import argparse
-import ast
-import dataclasses
-import importlib.util
 import os
 import pathlib
 import re
@@ -35,6 +35,12 @@ import shutil
 import subprocess
 import sys
 from typing import Optional, Sequence
+
+from lamb_optax.train import config as config_lib
+from lamb_optax.train.accelerators import DEFAULT_RUNTIME
+from lamb_optax.train.accelerators import AcceleratorError
+from lamb_optax.train.accelerators import Slice
+from lamb_optax.train.accelerators import parse_accelerator
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_REPO_URL = "https://github.com/lamb-optax/lamb_optax"  # placeholder org, see docs/tpu.md
@@ -49,106 +55,29 @@ class UsageError(Exception):
 
 
 # --------------------------------------------------------------------------------------------
-# Slices: accelerator type -> JAX devices, chips, VMs (workers).
+# The trainer config: loaded and checked by the trainer's own code (lamb_optax.train.config).
 # --------------------------------------------------------------------------------------------
-# Sources (Cloud TPU system-architecture pages, as of 2024-2025; check them for new sizes):
-# * v2/v3: the suffix counts TensorCores, 2 per chip, 4 chips (8 cores) per VM; JAX sees one
-#   device per TensorCore (no megacore), so devices = N.
-# * v4/v5p: the suffix counts TensorCores, 2 per chip, fused into one JAX device per chip
-#   (megacore); 4 chips per VM. v4-8 / v5p-8 = 4 chips on 1 VM; v4-128 = 64 chips on 16 VMs.
-# * v5e (v5litepod-N, also spelt v5e-N) and v6e-N: the suffix counts chips, 1 TensorCore each.
-#   Slices of 1, 4 or 8 chips are one VM; larger slices use 4-chip VMs (v6e-16 = 4 VMs,
-#   v6e-256 = 64 VMs per the v6e page's table; v5e's multi-host table has the same 4-chip VMs,
-#   e.g. v5litepod-16 = 4 VMs). The physical hosts have 8 chips, but the *VM* count is what
-#   matters here: it is the number of workers `--worker=all` reaches and JAX processes.
-# If Google changes a VM shape this table is what to fix; the checks only use `vms` to decide
-# whether a slice is multi-host and `devices` for the batch arithmetic.
-_CORE_COUNTED = {"v2": 1, "v3": 1, "v4": 2, "v5p": 2}  # TensorCores per JAX device
-_CHIP_COUNTED = {"v5litepod": "v5e", "v5e": "v5e", "v6e": "v6e"}
-_CHIP_COUNTED_SIZES = (1, 4, 8, 16, 32, 64, 128, 256)
-DEFAULT_RUNTIME = {  # --version / --runtime-version (TPU VM software images)
-    "v2": "tpu-ubuntu2204-base", "v3": "tpu-ubuntu2204-base", "v4": "tpu-ubuntu2204-base",
-    "v5p": "v2-alpha-tpuv5", "v5e": "v2-alpha-tpuv5-lite", "v6e": "v2-alpha-tpuv6e",
-}
+def _split_config_arg(config_arg: str) -> tuple[str, Optional[str]]:
+  """``configs/lamb_paper.py:32768`` -> (path, "32768"): the first ':' ends the path, as
+  ml_collections.config_flags reads it."""
+  path, sep, arg = config_arg.partition(":")
+  return path, (arg if sep else None)
 
 
-@dataclasses.dataclass(frozen=True)
-class Slice:
-  accelerator_type: str
-  generation: str  # v2, v3, v4, v5p, v5e, v6e
-  devices: int  # JAX devices in the slice (data-parallel capacity)
-  chips: int
-  vms: int  # TPU VMs = workers = JAX processes
-
-  @property
-  def multi_host(self) -> bool:
-    return self.vms > 1
-
-
-def parse_accelerator(accelerator_type: str) -> Slice:
-  """``"v4-128"`` -> 64 chips / 64 devices on 16 VMs; refuses types it does not know.
-
-  >>> parse_accelerator("v4-128")
-  Slice(accelerator_type='v4-128', generation='v4', devices=64, chips=64, vms=16)
-  >>> parse_accelerator("v5litepod-8").vms, parse_accelerator("v6e-256").vms
-  (1, 64)
-  """
-  m = re.fullmatch(r"(v\d+[a-z]*)-(\d+)", accelerator_type or "")
-  if not m:
-    raise UsageError(f"--accelerator-type {accelerator_type!r} is not of the form GEN-SIZE; use "
-                     "e.g. v4-128, v5p-128, v5litepod-256 (v5e), v6e-256.")
-  family, n = m.group(1), int(m.group(2))
-  if family in ("v2", "v3"):
-    if n < 8 or n % 8:
-      raise UsageError(f"{accelerator_type}: {family} sizes count TensorCores in multiples of 8 "
-                       f"(8 per VM), e.g. {family}-8, {family}-32.")
-    return Slice(accelerator_type, family, devices=n, chips=n // 2, vms=n // 8)
-  if family in ("v4", "v5p"):
-    if n < 8 or n % 8:
-      raise UsageError(f"{accelerator_type}: {family} sizes count TensorCores (2 per chip, 4 chips "
-                       f"per VM), so they are multiples of 8: e.g. {family}-8, {family}-128.")
-    chips = n // _CORE_COUNTED[family]
-    return Slice(accelerator_type, family, devices=chips, chips=chips, vms=chips // 4)
-  if family in _CHIP_COUNTED:
-    gen = _CHIP_COUNTED[family]
-    if n not in _CHIP_COUNTED_SIZES:
-      raise UsageError(f"{accelerator_type}: {gen} slices have {_CHIP_COUNTED_SIZES} chips; pick "
-                       "one of those.")
-    return Slice(accelerator_type, gen, devices=n, chips=n, vms=1 if n <= 8 else n // 4)
-  raise UsageError(f"Unknown TPU generation {family!r} in {accelerator_type!r}; this launcher "
-                   "knows v2, v3, v4, v5p, v5litepod/v5e and v6e.")
-
-
-# --------------------------------------------------------------------------------------------
-# The trainer config: load like ml_collections.config_flags, apply --config.x=y overrides.
-# --------------------------------------------------------------------------------------------
 def load_config(config_arg: str, overrides: Sequence[str] = ()):
-  """Loads ``path.py[:arg]`` (its ``get_config([arg])``) and applies ``--config.k=v`` overrides."""
+  """The trainer's config for ``--config=config_arg`` and ``--config.k=v`` overrides, parsed as
+  the trainer parses them (:func:`lamb_optax.train.config.load`). A relative path is looked up
+  in the working directory, then in the repository root."""
   path, arg = _split_config_arg(config_arg)
   if not os.path.isfile(path) and os.path.isfile(REPO_ROOT / path):
-    path = str(REPO_ROOT / path)
-  if not os.path.isfile(path):
+    config_arg = str(REPO_ROOT / path) + ("" if arg is None else f":{arg}")
+  elif not os.path.isfile(path):
     raise UsageError(f"--config {config_arg!r}: no such file. Pass a config file path, e.g. "
                      "--config=configs/bert_base_phase1.py (relative to the repository root).")
-  if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))  # the configs import lamb_optax
-  spec = importlib.util.spec_from_file_location(f"_tpu_pod_config_{abs(hash(path))}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  if not hasattr(module, "get_config"):
-    raise UsageError(f"{path} has no get_config(); it is not an ml_collections config file.")
-  config = module.get_config() if arg is None else module.get_config(arg)
-  for override in overrides:
-    apply_override(config, override)
-  return config
-
-
-def _split_config_arg(config_arg: str) -> tuple[str, Optional[str]]:
-  """``configs/lamb_paper.py:32768`` -> (path, "32768"), as ml_collections.config_flags reads it."""
-  if ":" in config_arg and not os.path.isfile(config_arg):
-    path, arg = config_arg.rsplit(":", 1)
-    return path, arg
-  return config_arg, None
+  try:
+    return config_lib.load(config_arg, overrides)
+  except config_lib.ConfigError as e:
+    raise UsageError(str(e)) from None
 
 
 def remote_config_arg(config_arg: str) -> str:
@@ -166,97 +95,25 @@ def remote_config_arg(config_arg: str) -> str:
   return p.as_posix() + ("" if arg is None else f":{arg}")
 
 
-def split_override(override: str) -> tuple[str, str]:
+def check_override_syntax(override: str) -> None:
+  """The launcher takes overrides in one spelling only, ``--config.KEY=VALUE``: it passes them
+  on to the trainer in a shell command, where a separate VALUE word could be mistaken."""
   if not override.startswith("--config.") or "=" not in override:
     raise UsageError(f"Unrecognised argument {override!r}: config overrides are written "
                      "--config.KEY=VALUE (with '=', e.g. --config.global_batch_size=8192).")
-  key, value = override[len("--config."):].split("=", 1)
-  return key, value
 
 
-def _cast(value: str, like):
-  if isinstance(like, bool):
-    if value.lower() in ("true", "1", "yes"):
-      return True
-    if value.lower() in ("false", "0", "no"):
-      return False
-    raise ValueError(f"expected true/false, got {value!r}")
-  if isinstance(like, int):
-    return int(value)
-  if isinstance(like, float):
-    return float(value)
-  if isinstance(like, str):
-    return value
+def check_config(config, slice_: Slice) -> config_lib.BatchPlan:
+  """The trainer's own checks before it compiles anything, for ``slice_``: the schema (a
+  misspelt key), the schedule and optimizer, and the batch arithmetic on the slice's mesh."""
   try:
-    return ast.literal_eval(value)
-  except (ValueError, SyntaxError):
-    return value
-
-
-def apply_override(config, override: str) -> None:
-  """Sets one ``--config.a.b=v`` on a ConfigDict, typed like the value it replaces."""
-  key, value = split_override(override)
-  *parents, leaf = key.split(".")
-  node = config
-  for i, part in enumerate(parents):
-    if part not in node:
-      raise UsageError(f"--config.{key}: the config has no key {'.'.join(parents[:i + 1])!r}.")
-    node = node[part]
-  # model.overrides and optimizer.kwargs are open dicts; elsewhere the key must exist.
-  open_dict = parents and parents[-1] in ("overrides", "kwargs")
-  if leaf not in node and not open_dict:
-    raise UsageError(f"--config.{key}: the config has no key {key!r}. Check the spelling "
-                     "(the trainer reads the keys of lamb_optax.train.config.default_config()).")
-  old = node[leaf] if leaf in node else None
-  if hasattr(old, "items"):
-    raise UsageError(f"--config.{key} names a sub-config; set one of its keys instead.")
-  try:
-    node[leaf] = _cast(value, old)
-  except (ValueError, TypeError) as e:
-    raise UsageError(f"--config.{key}={value}: {e}.") from None
-
-
-def data_parallel_devices(mesh, devices: int) -> int:
-  """``data × fsdp`` of the trainer's mesh (one axis may be -1 = the rest) on ``devices``."""
-  sizes = {k: int(mesh.get(k, 1)) for k in ("data", "fsdp", "tensor")}
-  if list(sizes.values()).count(-1) > 1:
-    raise UsageError(f"config.mesh {sizes}: at most one axis may be -1.")
-  known = 1
-  for s in sizes.values():
-    known *= 1 if s == -1 else s
-  if devices % known:
-    raise UsageError(f"config.mesh {sizes} needs a multiple of {known} devices; the slice has "
-                     f"{devices}. Change --config.mesh.* or the accelerator type.")
-  for k, s in sizes.items():
-    if s == -1:
-      sizes[k] = devices // known
-  if sizes["data"] * sizes["fsdp"] * sizes["tensor"] != devices:
-    raise UsageError(f"config.mesh {sizes} uses {sizes['data'] * sizes['fsdp'] * sizes['tensor']} "
-                     f"devices, the slice has {devices}; set one axis to -1.")
-  return sizes["data"] * sizes["fsdp"]
-
-
-def check_batch(global_batch: int, micro_batch: int, slice_: Slice, mesh=None) -> int:
-  """As lamb_optax.train.config.plan_batches: returns the number of micro-batches per step.
-
-  >>> check_batch(32768, 128, parse_accelerator("v4-128"))
-  4
-  """
-  d = data_parallel_devices(mesh or {"data": -1}, slice_.devices)
-  g, b = global_batch, micro_batch
-  if g < 1 or b < 1:
-    raise UsageError(f"global_batch_size ({g}) and micro_batch_size ({b}) must be positive.")
-  if g % (d * b):
-    good = [m for m in range(1, b + 1) if g % (d * m) == 0]
-    fix = (f"--config.micro_batch_size={max(good)}" if good else
-           f"a global batch that is a multiple of {d}")
-    raise UsageError(
-        f"global_batch_size {g} is not divisible by {slice_.accelerator_type}'s {d} data-parallel "
-        f"devices × micro_batch_size {b} = {d * b}. Use {fix}, a global batch that is a "
-        f"multiple of {d * b}, or a slice whose device count divides {g // b}.")
-  if g % slice_.vms:
-    raise UsageError(f"global_batch_size {g} is not divisible by the slice's {slice_.vms} hosts.")
-  return g // (d * b)
+    config_lib.lock(config)
+    config_lib.check_schedule(config)
+    data_parallel = config_lib.data_parallel_size(dict(config.mesh), slice_.devices)
+    return config_lib.plan_batches(config, data_parallel, slice_.vms)
+  except ValueError as e:
+    raise UsageError(f"The trainer would refuse this config on {slice_.accelerator_type} "
+                     f"({slice_.devices} devices, {slice_.vms} hosts): {e}") from None
 
 
 def _looks_local(path: str) -> bool:
@@ -268,8 +125,7 @@ def check_run(config, slice_: Slice, workdir: str, allow_local_paths: bool = Fal
   """Every check ``run`` makes before touching gcloud; returns micro-batches per step."""
   if not workdir:
     raise UsageError("--workdir is required: a gs://BUCKET/RUN directory shared by all workers.")
-  n = check_batch(config.global_batch_size, config.micro_batch_size, slice_,
-                  dict(config.mesh) if "mesh" in config else None)
+  n = check_config(config, slice_).num_micro_batches
   if slice_.multi_host and not allow_local_paths:
     if not workdir.startswith("gs://"):
       raise UsageError(
@@ -459,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--preemptible", action="store_true", help="legacy preemptible (tpu-vm only)")
   p.add_argument("--reserved", action="store_true", help="use a reservation")
   p.add_argument("--config", default=None,
-                 help="optional: refuse to create a slice this config's batch does not fit")
+                 help="optional: refuse to create a slice the trainer would refuse this config on")
 
   p = add("setup", "clone the repository and pip install -e '.[tpu]' on every worker")
   p.add_argument("--repo", default=DEFAULT_REPO_URL)
@@ -498,7 +354,7 @@ def plan(argv: Sequence[str]) -> tuple[argparse.Namespace, list[list[str]]]:
   args, extra = parser.parse_known_args(argv)
   overrides = list(extra)
   for o in overrides:
-    split_override(o)  # raises on anything that is not --config.k=v
+    check_override_syntax(o)
   if overrides and args.command not in ("run", "create"):
     raise UsageError(f"{args.command} takes no config overrides; got {overrides}.")
   if overrides and args.command == "create" and not args.config:
@@ -513,9 +369,7 @@ def plan(argv: Sequence[str]) -> tuple[argparse.Namespace, list[list[str]]]:
   elif args.command == "create":
     slice_ = parse_accelerator(args.accelerator_type)
     if args.config:
-      config = load_config(args.config, overrides)
-      check_batch(config.global_batch_size, config.micro_batch_size, slice_,
-                  dict(config.mesh) if "mesh" in config else None)
+      check_config(load_config(args.config, overrides), slice_)
   elif args.command == "logs" and (args.worker < 0 or args.lines < 1):
     raise UsageError("--worker must be >= 0 and --lines >= 1.")
   project, zone = resolve_where(args)
@@ -543,7 +397,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   argv = sys.argv[1:] if argv is None else list(argv)
   try:
     args, cmds = plan(argv)
-  except UsageError as e:
+  except (UsageError, AcceleratorError) as e:
     print(f"tpu_pod.py: error: {e}", file=sys.stderr)
     return 2
   if args.dry_run:

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import re
+from collections.abc import Mapping, Sequence
 
 import ml_collections
+from absl import flags
 from ml_collections import config_dict
+from ml_collections import config_flags
 
 from lamb_optax.train.recipes import OPTIMIZERS
 
@@ -170,6 +175,50 @@ def plan_batches(config: ml_collections.ConfigDict, data_parallel_devices: int,
   return BatchPlan(g, g // process_count, d, b, g // (d * b), e, e // process_count)
 
 
+MESH_AXES = ("data", "fsdp", "tensor")  # config.mesh's keys, in lamb_optax.train.sharding's order
+
+
+def mesh_shape(axis_sizes: Mapping[str, int], num_devices: int) -> dict[str, int]:
+  """The mesh ``config.mesh`` makes on ``num_devices`` devices: one size may be -1, the rest.
+
+  The rule of ``lamb_optax.train.sharding.make_mesh``, without devices: axes not named are 1.
+
+  >>> mesh_shape({"data": -1, "fsdp": 1, "tensor": 2}, 64)
+  {'data': 32, 'fsdp': 1, 'tensor': 2}
+  """
+  unknown = set(axis_sizes) - set(MESH_AXES)
+  if unknown:
+    raise ValueError(f"Unknown mesh axes {sorted(unknown)} in config.mesh; use some of "
+                     f"{MESH_AXES}.")
+  sizes = {name: int(axis_sizes.get(name, 1)) for name in MESH_AXES}
+  if list(sizes.values()).count(-1) > 1:
+    raise ValueError(f"config.mesh {sizes}: at most one axis may be -1 (the rest of the devices).")
+  if any(s == 0 or s < -1 for s in sizes.values()):
+    raise ValueError(f"config.mesh {sizes}: axis sizes must be positive (or one -1).")
+  known = math.prod(s for s in sizes.values() if s != -1)
+  if -1 in sizes.values():
+    if num_devices % known:
+      raise ValueError(
+          f"config.mesh {sizes} needs a multiple of {known} devices to fill its -1 axis, but there "
+          f"are {num_devices}. Change --config.mesh.* or the number of devices.")
+    sizes = {k: num_devices // known if s == -1 else s for k, s in sizes.items()}
+  elif known != num_devices:
+    raise ValueError(f"config.mesh {sizes} uses {known} devices, but there are {num_devices}; "
+                     "make the sizes multiply to that, or set one of them to -1.")
+  return sizes
+
+
+def data_parallel_size(mesh_config: Mapping[str, int], num_devices: int) -> int:
+  """Data-parallel devices (``data × fsdp``) of ``config.mesh`` on ``num_devices`` devices: the
+  ``data_parallel_devices`` that :func:`plan_batches` takes.
+
+  >>> data_parallel_size({"data": -1, "fsdp": 1, "tensor": 4}, 512)
+  128
+  """
+  sizes = mesh_shape(mesh_config, num_devices)
+  return sizes["data"] * sizes["fsdp"]
+
+
 def check_schedule(config: ml_collections.ConfigDict) -> None:
   """Raises a ValueError naming the key when the schedule or optimizer settings cannot work."""
   if config.num_train_steps < 1:
@@ -187,3 +236,51 @@ def check_schedule(config: ml_collections.ConfigDict) -> None:
   for name in ("log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
     if config[name] < 1:
       raise ValueError(f"{name} must be >= 1, got {config[name]}.")
+
+
+class ConfigError(ValueError):
+  """A config file or ``--config.KEY=VALUE`` override that cannot be loaded; says what to fix."""
+
+
+def load(config_arg: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """Loads a config as ``python -m lamb_optax.train`` does: ``config_arg`` is ``--config``'s value
+  (``path.py`` or ``path.py:ARG``, ARG passed to ``get_config``), ``overrides`` are
+  ``--config.KEY=VALUE`` arguments (absl syntax, so ``--config.KEY VALUE`` and ``--config.FLAG``
+  for booleans work too).
+
+  It parses them with ``ml_collections.config_flags.DEFINE_config_file`` on a fresh
+  ``absl.flags.FlagValues``, exactly as the trainer's flags do, so overrides are typed and checked
+  by the same rules. The config is returned unlocked and unchecked, as the trainer receives it;
+  :func:`lock`, :func:`check_schedule` and :func:`plan_batches` are the trainer's next checks.
+  Raises :class:`ConfigError` for a missing file, an unknown key, a value of the wrong type or an
+  argument that is not an override.
+  """
+  path = config_arg.split(":", 1)[0]  # config_flags passes what follows the first ':' on
+  if not os.path.isfile(path):
+    raise ConfigError(f"--config={config_arg}: no such file {path!r} (relative to "
+                      f"{os.getcwd()}). Pass a config file, e.g. --config=configs/tiny.py.")
+  argv = ["lamb_optax.train", f"--config={config_arg}", *overrides]
+  flag_values = flags.FlagValues()
+  holder = config_flags.DEFINE_config_file("config", None, "Path to a config file.",
+                                           flag_values=flag_values, lock_config=False,
+                                           sys_argv=argv)
+  try:
+    rest = flag_values(argv)
+  except (AttributeError, KeyError) as e:  # an override naming a key the config does not have
+    detail = e
+    while isinstance(detail, BaseException) and detail.args:  # AttributeError(KeyError(str))
+      detail = detail.args[0]
+    name, _, hint = str(detail).partition("\n")  # "'sourcee'\nDid you mean "source" ...?"
+    key = next((o.split("=", 1)[0][len("--config."):] for o in overrides
+                if name.strip("'") in re.split(r"[.=]", o)), name.strip("'"))
+    hint = f"{hint} " if hint else ""
+    raise ConfigError(f"--config.{key}: the config has no key {key!r}. {hint}Check the "
+                      "spelling: the trainer reads the keys of "
+                      "lamb_optax.train.config.default_config().") from None
+  except flags.Error as e:  # a value of the wrong type, a missing value, a non-config flag
+    raise ConfigError(f"{str(e).rstrip('.')}. Config overrides are written --config.KEY=VALUE, "
+                      "VALUE of the key's type (e.g. --config.global_batch_size=8192).") from None
+  if rest[1:]:
+    raise ConfigError(f"Unexpected arguments {rest[1:]}: config overrides are written "
+                      "--config.KEY=VALUE (e.g. --config.global_batch_size=8192).")
+  return holder.value

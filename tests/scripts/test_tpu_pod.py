@@ -1,9 +1,12 @@
 """scripts/tpu_pod.py: the gcloud commands each subcommand prints, the checks that refuse bad
-input before any gcloud call, and the remote shell snippets executed for real in a fake $HOME."""
+input before any gcloud call, and the remote shell snippets executed for real in a fake $HOME.
+Also the package functions it uses instead of copies: lamb_optax.train.accelerators (the slice
+table) and lamb_optax.train.config's load and data_parallel_size."""
 
 import importlib.util
 import os
 import pathlib
+import re
 import shlex
 import subprocess
 import sys
@@ -11,10 +14,12 @@ import time
 
 import pytest
 
+from lamb_optax.train import accelerators
+from lamb_optax.train import config as config_lib
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("tpu_pod", ROOT / "scripts" / "tpu_pod.py")
 tpu_pod = importlib.util.module_from_spec(_spec)
-sys.modules["tpu_pod"] = tpu_pod  # dataclasses look their module up while the class is built
 _spec.loader.exec_module(tpu_pod)
 
 WHERE = ["--zone=us-central2-b", "--project=my-proj"]
@@ -52,15 +57,29 @@ def remote(cmd):
     ("v5litepod-1", 1, 1, 1), ("v5litepod-8", 8, 8, 1), ("v5litepod-16", 16, 16, 4),
     ("v5e-256", 256, 256, 64), ("v6e-8", 8, 8, 1), ("v6e-256", 256, 256, 64)])
 def test_parse_accelerator(accel, devices, chips, vms):
-  s = tpu_pod.parse_accelerator(accel)
+  s = accelerators.parse_accelerator(accel)
   assert (s.devices, s.chips, s.vms) == (devices, chips, vms)
   assert s.multi_host == (vms > 1)
 
 
 @pytest.mark.parametrize("accel", ["v4", "v4-12", "v5litepod-12", "v6e-512", "v7x-8", "tpu-8", ""])
 def test_parse_accelerator_refuses(accel):
-  with pytest.raises(tpu_pod.UsageError, match="accelerator-type|multiples|slices have|Unknown"):
-    tpu_pod.parse_accelerator(accel)
+  with pytest.raises(accelerators.AcceleratorError,
+                     match="accelerator-type|multiples|slices have|Unknown"):
+    accelerators.parse_accelerator(accel)
+
+
+def test_generation_table():
+  gens = accelerators.GENERATIONS
+  assert set(accelerators.DEFAULT_RUNTIME) == set(gens)
+  for name, g in gens.items():
+    s = accelerators.parse_accelerator(f"{g.prefixes[0]}-{g.sizes[-1] if g.sizes else 128}")
+    assert s.generation == name
+    assert s.devices == s.chips * g.devices_per_chip
+  # The sourced per-chip figures (see the comments beside the table).
+  assert {n: g.peak_bf16_flops_per_chip for n, g in gens.items() if g.peak_bf16_flops_per_chip} == {
+      "v4": 275e12, "v5p": 459e12, "v5e": 197e12, "v6e": 918e12}
+  assert gens["v5p"].hbm_bandwidth_per_chip == 2765e9 and gens["v4"].ici_bandwidth_per_chip is None
 
 
 def test_create_dry_run(capsys):
@@ -140,7 +159,7 @@ def test_run_accepts_config_argument(capsys):
     (["--accelerator-type=v4-128", "--config=configs/bert_base_phase1.py",
       "--config.global_batch_size=1000"], "multiple of 64"),  # 1000 % (64*m): none fits
     (["--accelerator-type=v5litepod-256", "--config=configs/bert_base_phase1.py",
-      "--config.micro_batch_size=96"], "Use --config.micro_batch_size=64"),
+      "--config.micro_batch_size=96"], "Use micro_batch_size=64"),
     (["--accelerator-type=v4-128", "--config=configs/bert_base_phase1.py",
       "--workdir=/tmp/run"], "use --workdir=gs://BUCKET/RUN"),
     (["--accelerator-type=v4-128", "--config=configs/bert_base_phase2.py"],
@@ -156,6 +175,19 @@ def test_run_accepts_config_argument(capsys):
       "--config.mesh.tensor=3"], "multiple of 3 devices"),
     (["--accelerator-type=v4-128", "--config=/etc/passwd.py"], "outside the repository"),
     (["--accelerator-type=v9-8", "--config=configs/bert_base_phase1.py"], "Unknown TPU"),
+    # The trainer's own checks (lock, check_schedule, plan_batches), run before any gcloud call:
+    (["--accelerator-type=v4-128", "--config=configs/bert_base_phase1.py",
+      "--config.learning_rate=nan"], "learning_rate must be finite"),
+    (["--accelerator-type=v4-128", "--config=configs/bert_base_phase1.py",
+      "--config.optimizer.name=lamm"], "Unknown optimizer 'lamm'"),
+    (["--accelerator-type=v4-128", "--config=configs/bert_base_phase1.py",
+      "--config.warmup_steps=100000"], "warmup_steps (100000) must lie in"),
+    (["--accelerator-type=v4-128", "--config=configs/bert_base_phase1.py",
+      "--config.eval_batch_size=100"], "eval_batch_size 100 must be a positive multiple"),
+    (["--accelerator-type=v4-128", "--config=configs/bert_base_phase1.py",
+      "--config.data.max_seq_lenght=512"], "Did you mean \"max_seq_length\""),
+    (["--accelerator-type=v4-128", "--config=configs/bert_base_phase1.py",
+      "--config.micro_batch_size=abc"], "invalid literal for int()"),
 ])
 def test_run_refuses_bad_input(capsys, argv, message):
   if not any(a.startswith("--workdir") for a in argv):
@@ -173,25 +205,6 @@ def test_run_global_batch_remedy_fits(capsys):
   dry_run(capsys, "run", "b", "--accelerator-type=v5litepod-256", *WHERE,
           "--config=configs/bert_base_phase1.py", "--workdir=gs://b/w", *DATA,
           "--config.micro_batch_size=64")
-
-
-def test_check_batch_matches_trainer_plan():
-  """Same verdicts as lamb_optax.train.config.plan_batches for data-parallel meshes."""
-  from lamb_optax.train import config as config_lib  # pylint: disable=import-outside-toplevel
-  for accel in ("v4-8", "v4-128", "v5litepod-16", "v6e-256"):
-    s = tpu_pod.parse_accelerator(accel)
-    for g, b in ((32768, 128), (65536, 32), (1000, 8), (4096, 48), (256, 4)):
-      c = config_lib.default_config()
-      c.global_batch_size, c.micro_batch_size = g, b
-      try:
-        want = config_lib.plan_batches(c, s.devices, s.vms).num_micro_batches
-      except ValueError:
-        want = None
-      try:
-        got = tpu_pod.check_batch(g, b, s)
-      except tpu_pod.UsageError:
-        got = None
-      assert got == want, (accel, g, b)
 
 
 def test_local_workdir_is_fine_on_one_host(capsys):
@@ -356,7 +369,51 @@ def test_help_runs():
   assert r.returncode == 0 and "create" in r.stdout and "delete" in r.stdout
 
 
-def test_docstring_examples():
-  import doctest  # pylint: disable=import-outside-toplevel
-  result = doctest.testmod(tpu_pod, optionflags=doctest.ELLIPSIS)
-  assert result.attempted >= 3 and not result.failed
+# The package functions the launcher uses instead of copies of its own.
+def test_config_load_is_the_trainers_parsing(monkeypatch):
+  monkeypatch.chdir(ROOT)
+  config = config_lib.load("configs/lamb_paper.py:32768", [
+      "--config.micro_batch_size=8", "--config.model.overrides.hidden_dropout=0.0",
+      "--config.data.whole_word_mask", "--config.mesh.tensor", "2"])  # absl's own syntax
+  assert (config.global_batch_size, config.micro_batch_size) == (32768, 8)
+  assert config.model.overrides.hidden_dropout == 0.0 and config.data.whole_word_mask
+  assert config.mesh.tensor == 2
+  assert not config.is_locked  # as the trainer receives it; the trainer's lock() comes next
+  config_lib.lock(config)
+
+
+@pytest.mark.parametrize("config_arg, overrides, message", [
+    ("configs/nope.py", [], "no such file"),
+    ("configs/tiny.py", ["--config.global_batch_szie=4"],
+     "no key 'global_batch_szie'. Did you mean \"global_batch_size\""),
+    ("configs/tiny.py", ["--config.dta.source=x"], "no key 'dta.source'"),
+    ("configs/tiny.py", ["--config.optimizer.kwargs.b1=0.9"], "no key 'optimizer.kwargs.b1'"),
+    ("configs/tiny.py", ["--config.learning_rate=abc"], "could not convert string to float"),
+    ("configs/tiny.py", ["--config.mesh.data=2.5"], "--config.KEY=VALUE"),
+    ("configs/tiny.py", ["--config.global_batch_size"], "Missing value"),
+    ("configs/tiny.py", ["--bogus=1"], "Unknown command line flag 'bogus'"),
+    ("configs/tiny.py", ["stray"], "Unexpected arguments ['stray']"),
+])
+def test_config_load_refuses(monkeypatch, config_arg, overrides, message):
+  monkeypatch.chdir(ROOT)
+  with pytest.raises(config_lib.ConfigError) as e:
+    config_lib.load(config_arg, overrides)
+  assert message in str(e.value)
+
+
+@pytest.mark.parametrize("mesh, devices, want", [
+    ({"data": -1}, 64, 64), ({"data": -1, "fsdp": 1, "tensor": 1}, 8, 8),
+    ({"data": -1, "tensor": 4}, 512, 128), ({"data": 2, "fsdp": -1, "tensor": 2}, 16, 8),
+    ({"data": 4, "fsdp": 2, "tensor": 1}, 8, 8), ({"tensor": -1}, 4, 1),
+    ({"data": -1, "tensor": 3}, 64, "multiple of 3 devices"),
+    ({"data": -1, "fsdp": -1}, 8, "at most one axis"),
+    ({"data": 2}, 8, "uses 2 devices, but there are 8"),
+    ({"data": 0, "fsdp": -1}, 8, "positive"),
+    ({"dta": -1}, 8, "Unknown mesh axes ['dta']"),
+])
+def test_data_parallel_size(mesh, devices, want):
+  if isinstance(want, int):
+    assert config_lib.data_parallel_size(mesh, devices) == want
+  else:
+    with pytest.raises(ValueError, match=re.escape(want)):
+      config_lib.data_parallel_size(mesh, devices)

@@ -1,0 +1,162 @@
+"""Cloud TPU generations, and what an accelerator type such as ``v4-128`` means in chips, JAX
+devices and VMs.
+
+One table, :data:`GENERATIONS`, holds a row per TPU generation; :func:`parse_accelerator` reads a
+slice out of it. Imports only the standard library, so a launcher on a laptop reads it cheaply
+(``scripts/tpu_pod.py`` checks a config against a slice with it before any gcloud call).
+
+>>> s = parse_accelerator("v5p-128")
+>>> s.chips, s.vms, GENERATIONS[s.generation].peak_bf16_flops_per_chip * s.chips / 1e15
+(64, 16, 29.376)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Optional
+
+
+class AcceleratorError(ValueError):
+  """An accelerator type that is malformed or unknown; the message says what to pass instead."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Generation:
+  """One TPU generation. Hardware figures are per chip, ``None`` where not yet sourced.
+
+  The slice arithmetic (how :func:`parse_accelerator` counts) uses only the fields down to
+  ``default_runtime``; the hardware figures are there for estimates (MFU, step-time bounds).
+  """
+
+  name: str  # v2, v3, v4, v5p, v5e, v6e: the name Slice.generation carries
+  prefixes: tuple[str, ...]  # accelerator-type prefixes: v5litepod-N and v5e-N are both v5e
+  size_counts: str  # what the N of GEN-N counts: "TensorCores" or "chips"
+  tensorcores_per_chip: int
+  devices_per_chip: int  # JAX devices per chip: 1 with megacore (v4, v5p) or 1 core (v5e, v6e)
+  chips_per_vm: int  # chips per TPU VM (= worker = JAX process) in a multi-host slice
+  chips_per_host: int  # chips per physical host (v5e/v6e VMs hold half a host's chips)
+  default_runtime: str  # --version / --runtime-version (the TPU VM software image)
+  sizes: Optional[tuple[int, ...]] = None  # the only valid N, where not "any multiple of 8"
+  peak_bf16_flops_per_chip: Optional[float] = None  # FLOP/s, dense bf16
+  hbm_bytes_per_chip: Optional[float] = None  # as the page states it: GB = 1e9, GiB = 2**30
+  hbm_bandwidth_per_chip: Optional[float] = None  # bytes/s
+  ici_bandwidth_per_chip: Optional[float] = None  # bytes/s, bidirectional
+
+  @property
+  def vm_tensorcores(self) -> int:
+    return self.chips_per_vm * self.tensorcores_per_chip
+
+
+# Sources: the Cloud TPU system-architecture pages, docs.cloud.google.com/tpu/docs/<v4|v5e|v5p|v6e>
+# (v5p: .../tpu/docs/v5p-training), read 2024-2025; check them for new sizes and VM shapes.
+# * v2/v3: N counts TensorCores, 2 per chip, 4 chips (8 cores) per VM; JAX sees one device per
+#   TensorCore (no megacore), so devices = N.
+# * v4/v5p: N counts TensorCores, 2 per chip, fused into one JAX device per chip (megacore);
+#   4 chips per VM. v4-8 / v5p-8 = 4 chips on 1 VM; v4-128 = 64 chips on 16 VMs (the v5p page's
+#   topology table: 2x2x1 = 8 cores, 4 chips, 1 host; 4x4x4 = 128 cores, 64 chips, 16 hosts).
+# * v5e (v5litepod-N, also spelt v5e-N) and v6e-N: N counts chips, 1 TensorCore each. Slices of
+#   1, 4 or 8 chips are one VM; larger slices use 4-chip VMs (v6e-16 = 4 VMs, v6e-256 = 64 VMs
+#   per the v6e page's table; v5e's multi-host table has the same 4-chip VMs, e.g. v5litepod-16 =
+#   4 VMs). The physical hosts have 8 chips ("Chips per host 8" on both pages), but the *VM*
+#   count is what matters here: it is the number of workers `--worker=all` reaches and of JAX
+#   processes.
+# If Google changes a VM shape this table is what to fix; the launcher's checks use only `vms`
+# (is the slice multi-host?) and `devices` (the batch arithmetic).
+#
+# Hardware figures, from the "key specifications" table of each generation's page:
+# * v4:  "Peak compute per chip 275 teraflops (bf16 or int8)"; "HBM2 capacity and bandwidth
+#        32 GiB, 1200 GBps". The v4 page gives no per-chip ICI bandwidth.
+# * v5e: "Peak compute per chip (bf16) 197 TFLOPs"; "HBM2 capacity and bandwidth 16 GB,
+#        819 GBps"; "Bidirectional inter-chip interconnect (ICI) bandwidth (per chip) 400 GBps".
+# * v5p: "Peak compute per chip (bf16) 459 TFLOPs"; "HBM2e capacity and bandwidth 95GB,
+#        2765 GBps"; "Bidirectional inter-chip interconnect (ICI) bandwidth per chip (GBps) 1200"
+#        (older versions of the page: "Interchip Interconnect BW 4800 Gbps", one direction).
+# * v6e: "Peak compute per chip (bf16) 918 TFLOPs"; "HBM capacity per chip 32 GB"; "HBM
+#        bandwidth per chip 1600 GBps" (some versions of the page say 1640 GBps);
+#        "Bidirectional inter-chip interconnect (ICI) bandwidth (per chip) 800 GBps".
+# Not in the table yet: any hardware figure for v2 and v3, and v4's per-chip ICI bandwidth
+# (lamb_optax.train.metrics keeps its own peak-FLOP/s list for the MFU column, including v3).
+_GB, _GIB, _T = 1e9, 2.0**30, 1e12
+_CHIP_SIZES = (1, 4, 8, 16, 32, 64, 128, 256)
+GENERATIONS: dict[str, Generation] = {g.name: g for g in (
+    Generation("v2", ("v2",), "TensorCores", tensorcores_per_chip=2, devices_per_chip=2,
+               chips_per_vm=4, chips_per_host=4, default_runtime="tpu-ubuntu2204-base"),
+    Generation("v3", ("v3",), "TensorCores", tensorcores_per_chip=2, devices_per_chip=2,
+               chips_per_vm=4, chips_per_host=4, default_runtime="tpu-ubuntu2204-base"),
+    Generation("v4", ("v4",), "TensorCores", tensorcores_per_chip=2, devices_per_chip=1,
+               chips_per_vm=4, chips_per_host=4, default_runtime="tpu-ubuntu2204-base",
+               peak_bf16_flops_per_chip=275 * _T, hbm_bytes_per_chip=32 * _GIB,
+               hbm_bandwidth_per_chip=1200 * _GB),
+    Generation("v5p", ("v5p",), "TensorCores", tensorcores_per_chip=2, devices_per_chip=1,
+               chips_per_vm=4, chips_per_host=4, default_runtime="v2-alpha-tpuv5",
+               peak_bf16_flops_per_chip=459 * _T, hbm_bytes_per_chip=95 * _GB,
+               hbm_bandwidth_per_chip=2765 * _GB, ici_bandwidth_per_chip=1200 * _GB),
+    Generation("v5e", ("v5litepod", "v5e"), "chips", tensorcores_per_chip=1, devices_per_chip=1,
+               chips_per_vm=4, chips_per_host=8, default_runtime="v2-alpha-tpuv5-lite",
+               sizes=_CHIP_SIZES, peak_bf16_flops_per_chip=197 * _T,
+               hbm_bytes_per_chip=16 * _GB, hbm_bandwidth_per_chip=819 * _GB,
+               ici_bandwidth_per_chip=400 * _GB),
+    Generation("v6e", ("v6e",), "chips", tensorcores_per_chip=1, devices_per_chip=1,
+               chips_per_vm=4, chips_per_host=8, default_runtime="v2-alpha-tpuv6e",
+               sizes=_CHIP_SIZES, peak_bf16_flops_per_chip=918 * _T,
+               hbm_bytes_per_chip=32 * _GB, hbm_bandwidth_per_chip=1600 * _GB,
+               ici_bandwidth_per_chip=800 * _GB),
+)}
+_BY_PREFIX = {prefix: g for g in GENERATIONS.values() for prefix in g.prefixes}
+DEFAULT_RUNTIME = {name: g.default_runtime for name, g in GENERATIONS.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Slice:
+  accelerator_type: str
+  generation: str  # v2, v3, v4, v5p, v5e, v6e: a key of GENERATIONS
+  devices: int  # JAX devices in the slice (data-parallel capacity)
+  chips: int
+  vms: int  # TPU VMs = workers = JAX processes
+
+  @property
+  def multi_host(self) -> bool:
+    return self.vms > 1
+
+
+def parse_accelerator(accelerator_type: str) -> Slice:
+  """``"v4-128"`` -> 64 chips / 64 devices on 16 VMs; refuses types it does not know.
+
+  >>> parse_accelerator("v4-128")
+  Slice(accelerator_type='v4-128', generation='v4', devices=64, chips=64, vms=16)
+  >>> parse_accelerator("v5litepod-8").vms, parse_accelerator("v6e-256").vms
+  (1, 64)
+  >>> parse_accelerator("v4-12")
+  Traceback (most recent call last):
+  lamb_optax.train.accelerators.AcceleratorError: v4-12: v4 sizes count TensorCores (2 per chip,
+  4 chips per VM), so they are multiples of 8: e.g. v4-8, v4-128.
+  """
+  m = re.fullmatch(r"(v\d+[a-z]*)-(\d+)", accelerator_type or "")
+  if not m:
+    raise AcceleratorError(f"--accelerator-type {accelerator_type!r} is not of the form GEN-SIZE; "
+                           "use e.g. v4-128, v5p-128, v5litepod-256 (v5e), v6e-256.")
+  prefix, n = m.group(1), int(m.group(2))
+  gen = _BY_PREFIX.get(prefix)
+  if gen is None:
+    raise AcceleratorError(f"Unknown TPU generation {prefix!r} in {accelerator_type!r}; this "
+                           "launcher knows v2, v3, v4, v5p, v5litepod/v5e and v6e.")
+  if gen.sizes is not None:  # N counts chips
+    if n not in gen.sizes:
+      raise AcceleratorError(f"{accelerator_type}: {gen.name} slices have {gen.sizes} chips; "
+                             "pick one of those.")
+    chips = n
+    vms = 1 if n <= gen.chips_per_host else n // gen.chips_per_vm
+  else:  # N counts TensorCores, a whole number of VMs
+    per_vm = gen.vm_tensorcores
+    if n < per_vm or n % per_vm:
+      if gen.devices_per_chip == 1:
+        why = (f"(2 per chip, {gen.chips_per_vm} chips per VM), so they are multiples of "
+               f"{per_vm}: e.g. {prefix}-{per_vm}, {prefix}-128.")
+      else:
+        why = f"in multiples of {per_vm} ({per_vm} per VM), e.g. {prefix}-{per_vm}, {prefix}-32."
+      raise AcceleratorError(f"{accelerator_type}: {prefix} sizes count TensorCores {why}")
+    chips = n // gen.tensorcores_per_chip
+    vms = chips // gen.chips_per_vm
+  return Slice(accelerator_type, gen.name, devices=chips * gen.devices_per_chip, chips=chips,
+               vms=vms)
