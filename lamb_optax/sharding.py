@@ -289,3 +289,11 @@ def like_params(tree: Any, params: Any, param_shardings: Any, default: jax.shard
     return default
 
   return jax.tree_util.tree_map_with_path(sharding_of, tree)
+
+
+def to_global(local_batch: Mapping[str, Any], batch_sharding: jax.sharding.Sharding
+              ) -> dict[str, jax.Array]:
+  """Assembles every process's rows of a batch into global arrays laid out by ``batch_sharding``
+  (``jax.make_array_from_process_local_data``)."""
+  return {name: jax.make_array_from_process_local_data(batch_sharding, np.asarray(value))
+          for name, value in local_batch.items()}

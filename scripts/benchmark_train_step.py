@@ -3,12 +3,11 @@
 Measures, in one process and on the same batch (``lamb_optax.models.inputs.random_batch``:
 Google's feature layout, 20 masked positions per 128 tokens; dropout on in both, same rates):
 
-* ``ours``: exactly the step ``lamb_optax.train.loop`` jits, built the trainer's way from
-  ``lamb_optax.train.config.default_config()`` (preset, dtype, batch and micro-batches changed):
-  ``step.make_train_step(task.objective, task.normalizers, tx, num_micro_batches,
-  micro_batch_constraint=...)`` with the task from ``bert_task.build``, the optimizer from
-  ``recipes.build_optimizer`` (``lamb_optax.lamb``, warmup/decay schedule, weight decay 0.01),
-  on a ``{"data": -1}`` mesh, state and batch sharded and the state donated. So it includes
+* ``ours``: exactly the step the trainer runs, ``Trainer.train_step()`` of
+  ``lamb_optax.train.trainer.build`` on ``lamb_optax.train.config.default_config()`` (preset,
+  dtype, batch and micro-batches changed): the BERT pretraining task, ``lamb_optax.lamb`` with
+  its warmup/decay schedule and weight decay 0.01, a ``{"data": -1}`` mesh, state and batch
+  sharded and the state donated. So it includes
   everything a training step pays for: gradient accumulation (``lax.scan`` over micro-batches),
   float32 gradient accumulators, MLM/NSP metric sums, the global gradient norm, the non-finite
   check and the per-layer trust ratios.
@@ -28,9 +27,9 @@ peak*: a jitted 2048 x 2048 ``jnp.dot`` in ``--dtype`` timed as a third peer in 
 Run it beside transformers 4.57.6 (the last release with the Flax models; see
 ``benchmark_model.py`` for the separate environment)::
 
-  PYTHONPATH=. /tmp/venv-hfflax/bin/python scripts/benchmark_train_step.py --rounds 5 --steps 2
-  PYTHONPATH=. python scripts/benchmark_train_step.py --micro-batches 4 --batch 32 --no-hf
-  PYTHONPATH=. python scripts/benchmark_train_step.py --quick --no-hf --json /tmp/out.json
+  /tmp/venv-hfflax/bin/python scripts/benchmark_train_step.py --rounds 5 --steps 2
+  python scripts/benchmark_train_step.py --micro-batches 4 --batch 32 --no-hf
+  python scripts/benchmark_train_step.py --quick --no-hf --json /tmp/out.json
 
 ``--quick`` is a smoke test (tiny preset, 1 round of 2 steps, seconds). BERT-base on a 2-core CPU
 needs several minutes. Imports no input pipeline or checkpointing (grain, orbax, TFDS).
@@ -47,17 +46,14 @@ import jax
 import ml_collections
 import optax
 
-from lamb_optax.train import recipes
+from lamb_optax import sharding
 from lamb_optax.models import bert
-from lamb_optax.train import bert_task
 from lamb_optax.train import config as config_lib
 from lamb_optax.train import metrics as metrics_lib
-from lamb_optax import sharding
-from lamb_optax.train import step as step_lib
-
-from benchmark_common import (BestOfRunner, PlainSteps, Runner, add_common_args, hf_available,
-                              hf_decay_mask, hf_loss_fn, hf_model, machine, make_batch, matmul,
-                              speed_line, step_rates)
+from lamb_optax.train import trainer as trainer_lib
+from lamb_optax.train.benchmarking import (BestOfRunner, PlainSteps, Runner, add_common_args,
+                                           hf_available, hf_decay_mask, hf_loss_fn, hf_model,
+                                           machine, make_batch, matmul, speed_line, step_rates)
 
 MODE = "train step"
 MATMUL, MATMUL_SIZE, MATMUL_REPEATS = "matmul", 2048, 5
@@ -68,6 +64,7 @@ def trainer_config(args: argparse.Namespace, data_parallel: int) -> ml_collectio
   config = config_lib.default_config()
   config.model.preset = args.preset
   config.model.dtype = args.dtype
+  config.model.overrides.vocab_size = bert.BertConfig.preset(args.preset).vocab_size
   config.data.max_seq_length = args.max_seq_length
   config.global_batch_size = args.batch_size
   config.micro_batch_size = max(1, args.batch_size // (args.micro_batches * data_parallel))
@@ -77,32 +74,20 @@ def trainer_config(args: argparse.Namespace, data_parallel: int) -> ml_collectio
 
 
 class TrainerStep:
-  """The trainer's jitted train step (as in ``loop._train``) on a fixed batch, advancing state."""
+  """The trainer's own jitted train step (``Trainer.train_step``) on a fixed batch."""
 
-  def __init__(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
-               num_micro_batches: int, vocab_size: int):
-    self.mesh = mesh
-    self.task = bert_task.build(config, mesh, vocab_size)
-    self.tx, self.learning_rate = recipes.build_optimizer(config, self.task.stacked_axes)
-    batch_sharding = sharding.batch_sharding(mesh, rank=1)
-    constraint = lambda b: jax.lax.with_sharding_constraint(b, batch_sharding)
-    with jax.set_mesh(mesh):
-      state_shardings = self.task.state_shardings(self.tx)
-      self.state = jax.jit(lambda p: step_lib.create_train_state(p, self.tx, config.seed),
-                           out_shardings=state_shardings)(self.task.init_params())
-      self._step = jax.jit(
-          step_lib.make_train_step(self.task.objective, self.task.normalizers, self.tx,
-                                   num_micro_batches, micro_batch_constraint=constraint),
-          in_shardings=(state_shardings, batch_sharding), out_shardings=(state_shardings, None),
-          donate_argnums=(0,))
-    self.batch_sharding = batch_sharding
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.trainer = trainer_lib.build(config, workdir=None)  # no data: a fixed random batch
+    self.task, self.learning_rate = self.trainer.task, self.trainer.learning_rate
+    self.state = self.trainer.fresh_state()
+    self._step = self.trainer.train_step()
     self.batch: Any = None
 
   def set_batch(self, batch: dict[str, jax.Array]) -> None:
-    self.batch = jax.device_put(batch, self.batch_sharding)
+    self.batch = jax.device_put(batch, self.trainer.batch_sharding)
 
   def train(self) -> Any:
-    with jax.set_mesh(self.mesh):
+    with jax.set_mesh(self.trainer.mesh):
       self.state, metrics = self._step(self.state, self.batch)
     return metrics["loss"]
 
@@ -158,8 +143,7 @@ def main() -> None:
     raise SystemExit(f"--batch {args.batch_size} does not split into {args.micro_batches} "
                      f"micro-batches on {data_parallel} device(s): use a multiple of "
                      f"{args.micro_batches * data_parallel}.")
-  ours = TrainerStep(config, mesh, plan.num_micro_batches,
-                     bert.BertConfig.preset(args.preset).vocab_size)
+  ours = TrainerStep(config)
   bert_config = ours.task.bert_config
   batch = make_batch(bert_config, args.batch_size, args.max_seq_length)
   ours.set_batch(batch)

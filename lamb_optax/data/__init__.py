@@ -6,6 +6,7 @@ array_record dataset (:mod:`.storage`, :mod:`.corpus`) -> this host's batches (:
 Nothing here imports TensorFlow.
 """
 
+from lamb_optax.data.corpus import EMBEDDED_VOCAB_SIZE
 from lamb_optax.data.corpus import PreparedData
 from lamb_optax.data.corpus import check_workers
 from lamb_optax.data.corpus import create_pretraining_dataset

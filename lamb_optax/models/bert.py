@@ -368,29 +368,44 @@ class BertForPreTraining(nnx.Module):
     return loss, metrics
 
 
-def masked_lm_loss(logits, label_ids, weights) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """(weighted mean cross-entropy, weighted accuracy, sum of weights) of the MLM predictions.
+def masked_lm_sums(logits, label_ids, weights) -> dict[str, jax.Array]:
+  """Summed MLM cross-entropy, hits and weight, so micro-batches and devices combine exactly.
 
-  As Google's ``get_masked_lm_output``: padding predictions have weight 0, and the mean divides
-  by ``sum(weights) + 1e-5`` so an all-padding batch gives 0, not NaN.
+  Padding predictions have weight 0 (Google's ``masked_lm_weights``).
   """
   log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   label_ids = label_ids.astype(jnp.int32)
   weights = weights.astype(jnp.float32)
   label_log_probs = jnp.take_along_axis(log_probs, label_ids[..., None], axis=-1)[..., 0]
-  denominator = jnp.sum(weights) + 1e-5
-  loss = -jnp.sum(weights * label_log_probs) / denominator
   correct = (jnp.argmax(logits, axis=-1) == label_ids).astype(jnp.float32)
-  return loss, jnp.sum(weights * correct) / denominator, jnp.sum(weights)
+  return {"mlm_loss_sum": -jnp.sum(weights * label_log_probs),
+          "mlm_correct": jnp.sum(weights * correct), "mlm_weight": jnp.sum(weights)}
+
+
+def next_sentence_sums(logits, labels) -> dict[str, jax.Array]:
+  """Summed NSP cross-entropy, hits and example count; labels (batch,) or (batch, 1)."""
+  labels = labels.reshape(-1).astype(jnp.int32)
+  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+  return {"nsp_loss_sum": -jnp.sum(jnp.take_along_axis(log_probs, labels[:, None], axis=-1)),
+          "nsp_correct": jnp.sum(correct), "nsp_count": jnp.asarray(labels.shape[0], jnp.float32)}
+
+
+def masked_lm_loss(logits, label_ids, weights) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(weighted mean cross-entropy, weighted accuracy, sum of weights) of the MLM predictions.
+
+  As Google's ``get_masked_lm_output``: the mean divides by ``sum(weights) + 1e-5`` so an
+  all-padding batch gives 0, not NaN.
+  """
+  sums = masked_lm_sums(logits, label_ids, weights)
+  denominator = sums["mlm_weight"] + 1e-5
+  return sums["mlm_loss_sum"] / denominator, sums["mlm_correct"] / denominator, sums["mlm_weight"]
 
 
 def next_sentence_loss(logits, labels) -> tuple[jax.Array, jax.Array]:
   """(mean cross-entropy, accuracy) of the NSP classifier; labels (batch,) or (batch, 1)."""
-  labels = labels.reshape(-1).astype(jnp.int32)
-  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  loss = -jnp.mean(jnp.take_along_axis(log_probs, labels[:, None], axis=-1))
-  accuracy = jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
-  return loss, accuracy
+  sums = next_sentence_sums(logits, labels)
+  return sums["nsp_loss_sum"] / sums["nsp_count"], sums["nsp_correct"] / sums["nsp_count"]
 
 
 def stacked_axes(params: Any) -> Any:

@@ -192,9 +192,9 @@ def write_baseline(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
   if existing:
     return existing
   from lamb_optax import data as data_lib  # pylint: disable=g-import-not-at-top
-  from lamb_optax.train import input as input_lib  # pylint: disable=g-import-not-at-top
+  from lamb_optax.tasks import bert_pretraining  # pylint: disable=g-import-not-at-top
   d = config.base.data
-  directory, vocab_file = input_lib.locate(config.base, workdir)
+  directory, vocab_file = bert_pretraining.locate(config.base, workdir)
   vocab_size = max(data_lib.read_vocab(vocab_file).values()) + 1 if vocab_file else 0
   baseline = unigram_baseline(data_lib.load_pretraining_dataset(directory, d.train_split),
                               data_lib.load_pretraining_dataset(directory, d.eval_split),

@@ -25,6 +25,8 @@ def default_config() -> ml_collections.ConfigDict:
   """All keys the trainer reads, with the tiny embedded-corpus defaults."""
   c = ml_collections.ConfigDict()
   c.seed = 0
+  # What to train: a name from lamb_optax.tasks.TASKS.
+  c.task = "bert_pretraining"
   # Model: a preset name plus BertConfig field overrides.
   c.model = ml_collections.ConfigDict(dict(
       preset="tiny", overrides=_model_overrides(), dtype="float32", remat="none"))

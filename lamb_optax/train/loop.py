@@ -1,46 +1,48 @@
-"""The training loop: build everything from the config, restore, step, log, evaluate, save.
+"""The training loop: restore, step, log, evaluate, save. It knows no model.
 
-Everything heavy lives elsewhere (the step in ``step.py``, the model adapter in ``bert_task.py``,
-input in ``input.py``, checkpoints in ``checkpoint.py``); this file only wires them in order.
+The run's parts come from :func:`lamb_optax.train.trainer.build` (task, optimizer, mesh,
+shardings, jitted steps); the task (``lamb_optax.tasks``) owns the model, its data and its
+metrics. This file only wires them in order.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import resource
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from lamb_optax.train import recipes
-from lamb_optax.train import bert_task
+from lamb_optax import sharding
 from lamb_optax.train import checkpoint as checkpoint_lib
-from lamb_optax.train import config as config_lib
-from lamb_optax.train import input as input_lib
 from lamb_optax.train import metrics as metrics_lib
 from lamb_optax.train import pretrained
-from lamb_optax import sharding
-from lamb_optax.train import step as step_lib
+from lamb_optax.train import trainer as trainer_lib
+from lamb_optax.train.step import TrainState
 
 
 class NonFiniteLossError(RuntimeError):
   """Too many consecutive updates had a non-finite loss or gradient."""
 
 
-def summarise(sums: dict[str, Any]) -> dict[str, float]:
-  """Turns summed metrics into the rates users read (mean losses, accuracies)."""
-  s = {k: float(v) for k, v in sums.items()}
-  out = {}
-  if s.get("mlm_weight"):
-    out["mlm_loss"] = s["mlm_loss_sum"] / s["mlm_weight"]
-    out["mlm_accuracy"] = s["mlm_correct"] / s["mlm_weight"]
-  if s.get("nsp_count"):
-    out["nsp_loss"] = s["nsp_loss_sum"] / s["nsp_count"]
-    out["nsp_accuracy"] = s["nsp_correct"] / s["nsp_count"]
-  return out
+@dataclasses.dataclass
+class Run:
+  """A run in progress: its fixed parts, its data and where it writes."""
+
+  trainer: trainer_lib.Trainer
+  train_iter: Iterator[Any]
+  eval_set: list
+  checkpointer: checkpoint_lib.Checkpointer
+  workdir: str
+  is_primary: bool
+
+  @property
+  def config(self) -> ml_collections.ConfigDict:
+    return self.trainer.config
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -49,39 +51,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   Every check that can fail on the user's input (config keys, batch/mesh arithmetic, schedule,
   data shape, checkpoint shape) runs before the first compile.
   """
-  config = config_lib.lock(config)
-  config_lib.check_schedule(config)
-  tx, learning_rate = recipes.build_optimizer(config, bert_task.stacked_axes)
-  mesh = sharding.make_mesh(dict(config.mesh))
-  data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
-  plan = config_lib.plan_batches(config, data_parallel, jax.process_count())
+  trainer = trainer_lib.build(config, workdir)
+  config, plan, task = trainer.config, trainer.plan, trainer.task
   is_primary = jax.process_index() == 0
-
-  datasets = input_lib.prepare(config, workdir)
-  task = bert_task.build(config, mesh, datasets.vocab_size)
-  batch_sharding = sharding.batch_sharding(mesh, rank=1)
-  train_iter = input_lib.train_iterator(datasets, config, plan)
-  eval_set = input_lib.eval_batches(datasets, config, plan)
-
-  with jax.set_mesh(mesh):
-    state_shardings = task.state_shardings(tx)
-    abstract_state = jax.eval_shape(
-        lambda p: step_lib.create_train_state(p, tx, config.seed), task.abstract_params())
-    abstract_state = checkpoint_lib.abstract_target(abstract_state, state_shardings)
-    checkpointer = checkpoint_lib.Checkpointer(
-        workdir, max_to_keep=config.keep_checkpoints, async_save=config.async_checkpointing)
+  train_iter = task.train_iterator(plan.per_process_batch_size)
+  eval_set = task.eval_batches(plan.per_process_eval_batch_size, config.eval_batches)
+  checkpointer = checkpoint_lib.Checkpointer(  # creates <workdir>/checkpoints: after the checks
+      workdir, max_to_keep=config.keep_checkpoints, async_save=config.async_checkpointing)
+  run = Run(trainer, train_iter, eval_set, checkpointer, workdir, is_primary)
+  with jax.set_mesh(trainer.mesh):
     try:
       if checkpointer.latest_step() is not None:
-        start_step, state = checkpointer.restore(abstract_state, train_iter)
+        start_step, state = checkpointer.restore(trainer.abstract_state(), run.train_iter)
         logging.info("Resumed from step %d in %s", start_step, checkpointer.directory)
       else:
-        start_step, state = 0, _fresh_state(task, tx, config, state_shardings,
-                                            abstract_state.params)
+        start_step, state = 0, _fresh_state(trainer)
       if is_primary:  # only now: a refused workdir keeps the config.json of its own run
         pretrained.save_config(config, workdir)
-      eval_metrics = _train(config, plan, task, tx, learning_rate, state, state_shardings,
-                            batch_sharding, train_iter, eval_set, checkpointer, workdir,
-                            start_step, is_primary)
+      eval_metrics = _train(run, state, start_step)
     finally:
       checkpointer.close()
   if is_primary and eval_metrics:
@@ -89,40 +76,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   return eval_metrics
 
 
-def _fresh_state(task, tx, config, state_shardings, abstract_params):
-  params = (checkpoint_lib.restore_params(config.init_from, abstract_params)
-            if config.init_from else task.init_params())
-  return jax.jit(lambda p: step_lib.create_train_state(p, tx, config.seed),
-                 out_shardings=state_shardings)(params)
+def _fresh_state(trainer: trainer_lib.Trainer) -> TrainState:
+  if not trainer.config.init_from:
+    return trainer.fresh_state()
+  abstract_params = trainer.abstract_state().params
+  return trainer.fresh_state(
+      checkpoint_lib.restore_params(trainer.config.init_from, abstract_params))
 
 
-def _train(config, plan, task, tx, learning_rate, state, state_shardings, batch_sharding,
-           train_iter, eval_set, checkpointer, workdir, start_step, is_primary):
-  constraint = lambda b: jax.lax.with_sharding_constraint(b, batch_sharding)
-  train_step = jax.jit(
-      step_lib.make_train_step(task.objective, task.normalizers, tx, plan.num_micro_batches,
-                               micro_batch_constraint=constraint),
-      in_shardings=(state_shardings, batch_sharding), out_shardings=(state_shardings, None),
-      donate_argnums=(0,))
-  eval_step = jax.jit(task.eval_sums, in_shardings=(state_shardings.params, batch_sharding))
-  writer = metrics_lib.MetricsWriter(workdir, total_steps=config.num_train_steps,
-                                     initial_step=start_step, enabled=is_primary)
-  mesh = task.mesh
-  writer.print(
-      f"Training {task.describe()} with {config.optimizer.name} on {mesh.devices.size} device(s) "
-      f"in {jax.process_count()} process(es), mesh {dict(mesh.shape)}: global batch "
-      f"{plan.global_batch_size} = {plan.data_parallel_devices} x {plan.micro_batch_size} x "
-      f"{plan.num_micro_batches} micro-batch(es); steps {start_step} -> {config.num_train_steps}.")
-  tokens_per_step = plan.global_batch_size * config.data.max_seq_length
+def _train(run: Run, state: TrainState, start_step: int) -> dict[str, float]:
+  trainer, config = run.trainer, run.config
+  task, plan = trainer.task, trainer.plan
+  train_step, eval_step = trainer.train_step(), trainer.eval_step()
+  writer = metrics_lib.MetricsWriter(run.workdir, total_steps=config.num_train_steps,
+                                     initial_step=start_step, enabled=run.is_primary)
+  writer.print(f"{trainer.describe()}; steps {start_step} -> {config.num_train_steps}.")
   peak = config.peak_flops_per_device or metrics_lib.peak_flops(jax.devices()[0])
-  flops_per_token = task.flops_per_token(config.data.max_seq_length)
-  throughput = metrics_lib.Throughput(tokens_per_step)
+  throughput = metrics_lib.Throughput(plan.global_batch_size)
   eval_metrics: dict[str, float] = {}
   step, compiled, started = start_step, None, time.perf_counter()
   previous_count = None
   try:
     while step < config.num_train_steps:
-      batch = input_lib.to_global(next(train_iter), batch_sharding)
+      batch = sharding.to_global(next(run.train_iter), trainer.batch_sharding)
       if compiled is None:
         compiled = _compile(train_step, state, batch, writer)
       state, metrics = compiled(state, batch)
@@ -136,26 +112,16 @@ def _train(config, plan, task, tx, learning_rate, state, state_shardings, batch_
       _stop_if_diverging(previous_count, step - 1, config)
       previous_count = metrics["nonfinite_in_a_row"]
       if step % config.log_every_steps == 0 or step == config.num_train_steps:
-        rate = throughput.rate(step)
-        metrics = metrics_lib.to_host(metrics)
-        row = {"loss": float(metrics["loss"]), **summarise(_sums(metrics)),
-               "learning_rate": float(learning_rate(step - 1)),
-               "grad_norm": float(metrics["grad_norm"]),
-               "updates_skipped": int(metrics["update_skipped"])}
-        if rate:
-          row["tokens_per_second"] = rate
-          if peak:
-            row["mfu"] = rate * flops_per_token / (peak * jax.device_count())
-        row.update(task.optimizer_summary(state))
-        writer.write(step, row)
-      if eval_set and (step % config.eval_every_steps == 0 or step == config.num_train_steps):
-        eval_metrics = evaluate(eval_step, state.params, eval_set, batch_sharding)
+        writer.write(step, _train_row(trainer, state, metrics, throughput.rate(step), peak, step))
+      if run.eval_set and (step % config.eval_every_steps == 0 or step == config.num_train_steps):
+        eval_metrics = evaluate(task, eval_step, state.params, run.eval_set,
+                                trainer.batch_sharding)
         writer.write(step, eval_metrics, prefix="eval_")
         writer.print(f"step {step}: {_format(eval_metrics)}")
-      preempted = checkpointer.reached_preemption(step)
+      preempted = run.checkpointer.reached_preemption(step)
       if (step % config.checkpoint_every_steps == 0 or step == config.num_train_steps
           or preempted):
-        checkpointer.save(step, state, train_iter, force=preempted)
+        run.checkpointer.save(step, state, run.train_iter, force=preempted)
       if preempted:
         writer.print(f"Preempted at step {step}: checkpoint saved; run the same command to "
                      "resume.")
@@ -166,6 +132,30 @@ def _train(config, plan, task, tx, learning_rate, state, state_shardings, batch_
   finally:
     writer.close()
   return eval_metrics
+
+
+# The step's bookkeeping outputs; every other metric is a sum the task summarises.
+_STEP_METRICS = ("loss", "grad_norm", "update_skipped", "nonfinite_in_a_row")
+
+
+def _train_row(trainer: trainer_lib.Trainer, state: TrainState, metrics: dict[str, Any],
+               examples_per_second: Optional[float], peak: float, step: int) -> dict[str, Any]:
+  """One metrics.jsonl row: the task's rates, the step's bookkeeping, throughput, trust ratios."""
+  metrics = metrics_lib.to_host(metrics)
+  task = trainer.task
+  sums = {k: v for k, v in metrics.items() if k not in _STEP_METRICS}
+  row = task.summarise(sums)
+  row.update(loss=float(metrics["loss"]),  # the objective's value (the step's mean loss)
+             learning_rate=float(trainer.learning_rate(step - 1)),
+             grad_norm=float(metrics["grad_norm"]), updates_skipped=int(metrics["update_skipped"]))
+  if examples_per_second:
+    row["examples_per_second"] = examples_per_second
+    if task.tokens_per_example():
+      row["tokens_per_second"] = examples_per_second * task.tokens_per_example()
+    if peak:
+      row["mfu"] = examples_per_second * task.flops_per_example() / (peak * jax.device_count())
+  row.update(metrics_lib.trust_ratio_stats(state.opt_state))
+  return row
 
 
 def _compile(train_step, state, batch, writer):
@@ -186,11 +176,6 @@ def _peak_rss_mib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _sums(metrics: dict[str, Any]) -> dict[str, Any]:
-  return {k: v for k, v in metrics.items()
-          if k not in ("loss", "grad_norm", "update_skipped", "nonfinite_in_a_row")}
-
-
 def _stop_if_diverging(count: Optional[jax.Array], step: int,
                        config: ml_collections.ConfigDict) -> None:
   if count is not None and int(metrics_lib.to_host(count)) >= config.max_nonfinite_steps:
@@ -204,14 +189,13 @@ def _format(metrics: dict[str, float]) -> str:
   return ", ".join(f"eval_{k} {v:.4f}" for k, v in metrics.items())
 
 
-def evaluate(eval_step: Callable, params: Any, eval_set: list, batch_sharding) -> dict[str, float]:
-  """Mean MLM/NSP loss and accuracy over the held-out batches (no dropout, stored masks)."""
+def evaluate(task: Any, eval_step: Callable, params: Any, eval_set: list,
+             batch_sharding: jax.sharding.Sharding) -> dict[str, float]:
+  """The task's summary of the metric sums over the held-out batches (no dropout)."""
   totals: Optional[dict[str, Any]] = None
   for local_batch in eval_set:
-    sums = eval_step(params, input_lib.to_global(local_batch, batch_sharding))
+    sums = eval_step(params, sharding.to_global(local_batch, batch_sharding))
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   if totals is None:
     return {}
-  out = summarise(metrics_lib.to_host(totals))
-  out["loss"] = out.get("mlm_loss", 0.0) + out.get("nsp_loss", 0.0)
-  return out
+  return task.summarise(metrics_lib.to_host(totals))

@@ -188,23 +188,38 @@ class MetricsWriter:
       self._jsonl.close()
 
 
-class Throughput:
-  """Tokens per second between logged steps (wall clock; the step's outputs were fetched)."""
+def trust_ratio_stats(opt_state: Any) -> dict[str, float]:
+  """Min/mean/max trust ratio over all adapted layers; {} for optimizers without one (AdamW).
 
-  def __init__(self, tokens_per_step: int):
-    self.tokens_per_step = tokens_per_step
+  Cheap enough for every logged step; per-layer detail is in ``lamb_optax.trust_ratio_summary``.
+  """
+  import lamb_optax  # pylint: disable=g-import-not-at-top
+  try:
+    ratios = lamb_optax.trust_ratios(opt_state)
+  except ValueError:
+    return {}
+  flat = np.concatenate([np.ravel(r) for r in to_host(ratios).values()])
+  return {"trust_ratio_min": float(flat.min()), "trust_ratio_mean": float(flat.mean()),
+          "trust_ratio_max": float(flat.max())}
+
+
+class Throughput:
+  """Examples per second between logged steps (wall clock; the step's outputs were fetched)."""
+
+  def __init__(self, examples_per_step: int):
+    self.examples_per_step = examples_per_step
     self._last: Optional[tuple[int, float]] = None
 
   def start(self, step: int) -> None:
     self._last = (step, time.perf_counter())
 
   def rate(self, step: int) -> Optional[float]:
-    """Tokens/s since the last call (or :meth:`start`); None before the first."""
+    """Examples/s since the last call (or :meth:`start`); None before the first."""
     now = time.perf_counter()
     last, self._last = self._last, (step, now)
     if last is None or step <= last[0]:
       return None
-    return self.tokens_per_step * (step - last[0]) / (now - last[1])
+    return self.examples_per_step * (step - last[0]) / (now - last[1])
 
 
 # Dense bf16 peak FLOP/s per chip, from the vendors' data sheets (for the MFU column).

@@ -18,10 +18,9 @@ from etils import epath
 
 from lamb_optax import data as data_lib
 from lamb_optax.models.bert import BertForPreTraining
-from lamb_optax.train import bert_task
 from lamb_optax.train import checkpoint as checkpoint_lib
-from lamb_optax.train import input as input_lib
 from lamb_optax import sharding
+from lamb_optax.tasks import bert_pretraining
 
 MASK = "[MASK]"
 
@@ -45,12 +44,12 @@ def load(workdir: str) -> Pretrained:
   if not path.exists():
     raise FileNotFoundError(f"{workdir} has no config.json: is it a lamb_optax.train workdir?")
   config = ml_collections.ConfigDict(json.loads(path.read_text()))
-  _, vocab_file = input_lib.locate(config, workdir)
+  _, vocab_file = bert_pretraining.locate(config, workdir)
   if not vocab_file:
     raise ValueError("Filling in masks needs the vocabulary: the run's data.vocab_file is unset.")
   tokenizer = data_lib.load_wordpiece(vocab_file)
   mesh = sharding.make_mesh({"data": 1}, devices=jax.devices()[:1])
-  task = bert_task.build(config, mesh, data_lib.vocab_size(tokenizer))
+  task = bert_pretraining.build_model(config, mesh, data_lib.vocab_size(tokenizer))
   params = checkpoint_lib.restore_params(
       workdir, checkpoint_lib.abstract_target(task.abstract_params(), task.param_shardings))
   return Pretrained(task.model(params), tokenizer, config)

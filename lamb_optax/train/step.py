@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lamb_optax import sharding
+
 PyTree = Any
 Batch = Mapping[str, jax.Array]
 # objective(params, micro_batch, rng, normalizers) -> (loss contribution, {metric: sum})
@@ -36,6 +38,18 @@ class TrainState(NamedTuple):
   opt_state: PyTree
   rng: jax.Array  # uint32 key data; dropout keys are folded from it and the step
   nonfinite_in_a_row: jax.Array  # int32: consecutive skipped updates
+
+
+def state_shardings(tx: optax.GradientTransformation, abstract_params: PyTree,
+                    param_shardings: PyTree, mesh: jax.sharding.Mesh) -> TrainState:
+  """Shardings of the whole train state: optimizer moments are sharded like their params,
+  everything else (step, counts, trust ratios, RNG) is replicated."""
+  replicated = sharding.replicated(mesh)
+  abstract_opt = jax.eval_shape(tx.init, abstract_params)
+  return TrainState(
+      step=replicated, params=param_shardings,
+      opt_state=sharding.like_params(abstract_opt, abstract_params, param_shardings, replicated),
+      rng=replicated, nonfinite_in_a_row=replicated)
 
 
 def create_train_state(params: PyTree, tx: optax.GradientTransformation, seed: int) -> TrainState:

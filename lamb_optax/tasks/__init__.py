@@ -1,0 +1,23 @@
+"""Tasks of the trainer: one module per task, each with ``build(config, mesh, workdir)``.
+
+See :mod:`lamb_optax.tasks.base` for the interface the trainer calls.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Optional
+
+TASKS = {
+    "bert_pretraining": "lamb_optax.tasks.bert_pretraining",
+}
+
+
+def build(config: Any, mesh: Any, workdir: Optional[str]) -> Any:
+  """The task ``config.task`` names, built for ``mesh``.
+
+  ``workdir=None`` builds it without data (shapes only: compiling for another machine).
+  """
+  if config.task not in TASKS:
+    raise ValueError(f"Unknown task {config.task!r}; choose one of {sorted(TASKS)}.")
+  return importlib.import_module(TASKS[config.task]).build(config, mesh, workdir)

@@ -1,0 +1,109 @@
+"""What a run is made of, built once from the config: mesh, batch plan, task, optimizer, shardings,
+and the jitted train and eval steps.
+
+The loop (``loop.py``), the benchmarks and compiling for another machine all use the same
+:class:`Trainer`, so they run the very step the trainer runs. Every check that can fail on the
+user's input (config keys, schedule, batch/mesh arithmetic, data shape) runs in :func:`build`,
+before anything is compiled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, Callable, Optional
+
+import jax
+import ml_collections
+import optax
+
+from lamb_optax import sharding
+from lamb_optax import tasks
+from lamb_optax.train import config as config_lib
+from lamb_optax.train import recipes
+from lamb_optax.train import step as step_lib
+
+PyTree = Any
+
+
+@dataclasses.dataclass
+class Trainer:
+  """The parts of a run that do not change while it runs."""
+
+  config: ml_collections.ConfigDict
+  mesh: jax.sharding.Mesh
+  plan: config_lib.BatchPlan
+  task: Any  # a lamb_optax.tasks.base.Task
+  tx: optax.GradientTransformation
+  learning_rate: optax.Schedule
+  state_shardings: step_lib.TrainState
+  batch_sharding: jax.sharding.NamedSharding
+
+  def abstract_state(self) -> step_lib.TrainState:
+    """``ShapeDtypeStruct``s of the train state, laid out by :attr:`state_shardings`."""
+    with jax.set_mesh(self.mesh):
+      abstract = jax.eval_shape(lambda p: step_lib.create_train_state(p, self.tx, self.config.seed),
+                                self.task.abstract_params())
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        abstract, self.state_shardings)
+
+  def fresh_state(self, params: Optional[PyTree] = None) -> step_lib.TrainState:
+    """A new train state from ``params`` (default: the task's fresh initialisation)."""
+    params = self.task.init_params() if params is None else params
+    with jax.set_mesh(self.mesh):
+      return jax.jit(lambda p: step_lib.create_train_state(p, self.tx, self.config.seed),
+                     out_shardings=self.state_shardings)(params)
+
+  def abstract_batch(self) -> dict[str, jax.ShapeDtypeStruct]:
+    """The global train batch as ``ShapeDtypeStruct``s (for compiling without data)."""
+    g = self.plan.global_batch_size
+    return {k: jax.ShapeDtypeStruct((g, *s.shape), s.dtype, sharding=self.batch_sharding)
+            for k, s in self.task.batch_spec().items()}
+
+  def train_step(self) -> Callable:
+    """The jitted ``(state, global_batch) -> (state, metrics)``; the state is donated."""
+    constraint = lambda b: jax.lax.with_sharding_constraint(b, self.batch_sharding)
+    return jax.jit(
+        step_lib.make_train_step(self.task.objective, self.task.normalizers, self.tx,
+                                 self.plan.num_micro_batches, micro_batch_constraint=constraint),
+        in_shardings=(self.state_shardings, self.batch_sharding),
+        out_shardings=(self.state_shardings, None), donate_argnums=(0,))
+
+  def eval_step(self) -> Callable:
+    """The jitted ``(params, global_batch) -> metric sums``."""
+    return jax.jit(self.task.eval_sums,
+                   in_shardings=(self.state_shardings.params, self.batch_sharding))
+
+  def describe(self) -> str:
+    p, mesh = self.plan, self.mesh
+    return (f"Training {self.task.describe()} with {self.config.optimizer.name} on "
+            f"{mesh.devices.size} device(s) in {jax.process_count()} process(es), mesh "
+            f"{dict(mesh.shape)}: global batch {p.global_batch_size} = {p.data_parallel_devices} "
+            f"x {p.micro_batch_size} x {p.num_micro_batches} micro-batch(es)")
+
+
+def build(config: ml_collections.ConfigDict, workdir: Optional[str], *,
+          devices: Optional[Sequence[Any]] = None,
+          process_count: Optional[int] = None) -> Trainer:
+  """Checks ``config`` and builds the run's parts.
+
+  Args:
+    config: a trainer config (``lamb_optax.train.config.default_config`` and changes); locked.
+    workdir: where the task finds (or builds) its data; None builds the task without data,
+      for compiling only.
+    devices: the mesh's devices (default: all of ``jax.devices()``); e.g. a TPU topology's.
+    process_count: processes sharing the batch (default: ``jax.process_count()``).
+  """
+  config = config_lib.lock(config)
+  config_lib.check_schedule(config)
+  mesh = sharding.make_mesh(dict(config.mesh), devices=devices)
+  data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
+  process_count = jax.process_count() if process_count is None else process_count
+  plan = config_lib.plan_batches(config, data_parallel, process_count)
+  task = tasks.build(config, mesh, workdir)
+  tx, learning_rate = recipes.build_optimizer(config, task.stacked_axes)
+  with jax.set_mesh(mesh):
+    state_shardings = step_lib.state_shardings(tx, task.abstract_params(), task.param_shardings,
+                                               mesh)
+  return Trainer(config, mesh, plan, task, tx, learning_rate, state_shardings,
+                 sharding.batch_sharding(mesh, rank=1))
