@@ -65,7 +65,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         start_step, state = checkpointer.restore(trainer.abstract_state(), run.train_iter)
         logging.info("Resumed from step %d in %s", start_step, checkpointer.directory)
       else:
-        start_step, state = 0, _fresh_state(trainer)
+        start_step, state = 0, trainer.fresh_state()
       if is_primary:  # only now: a refused workdir keeps the config.json of its own run
         pretrained.save_config(config, workdir)
       eval_metrics = _train(run, state, start_step)
@@ -74,14 +74,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if is_primary and eval_metrics:
     print("Final: " + _format(eval_metrics), flush=True)
   return eval_metrics
-
-
-def _fresh_state(trainer: trainer_lib.Trainer) -> TrainState:
-  if not trainer.config.init_from:
-    return trainer.fresh_state()
-  abstract_params = trainer.abstract_state().params
-  return trainer.fresh_state(
-      checkpoint_lib.restore_params(trainer.config.init_from, abstract_params))
 
 
 def _train(run: Run, state: TrainState, start_step: int) -> dict[str, float]:

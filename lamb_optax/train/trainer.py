@@ -19,6 +19,7 @@ import optax
 
 from lamb_optax import sharding
 from lamb_optax import tasks
+from lamb_optax.train import checkpoint as checkpoint_lib
 from lamb_optax.train import config as config_lib
 from lamb_optax.train import recipes
 from lamb_optax.train import step as step_lib
@@ -47,9 +48,25 @@ class Trainer:
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                         abstract, self.state_shardings)
 
+  def initial_params(self) -> PyTree:
+    """The params a new run starts from: the task's fresh initialisation, or ``init_from``'s.
+
+    ``init_from`` names another run (phase 1 of two-phase pretraining, a pretrained model to
+    fine-tune). A task whose params differ from the source's (a fine-tuning head, a Hugging Face
+    checkpoint) defines ``params_from(source) -> params``; otherwise the same tree is restored
+    from the source's latest checkpoint.
+    """
+    source = self.config.init_from
+    if not source:
+      return self.task.init_params()
+    params_from = getattr(self.task, "params_from", None)
+    if params_from is not None:
+      return params_from(source)
+    return checkpoint_lib.restore_params(source, self.abstract_state().params)
+
   def fresh_state(self, params: Optional[PyTree] = None) -> step_lib.TrainState:
-    """A new train state from ``params`` (default: the task's fresh initialisation)."""
-    params = self.task.init_params() if params is None else params
+    """A new train state from ``params`` (default: :meth:`initial_params`)."""
+    params = self.initial_params() if params is None else params
     with jax.set_mesh(self.mesh):
       return jax.jit(lambda p: step_lib.create_train_state(p, self.tx, self.config.seed),
                      out_shardings=self.state_shardings)(params)
