@@ -216,7 +216,8 @@ def nvlamb(
   LAMB (:func:`lamb_optax.lamb`) with the gradient first clipped to global norm
   ``max_grad_norm`` (``g ← g·c/max(‖g‖, c)`` over all leaves together, before the moments; the
   norm in float32 as apex computes it, :func:`lamb_optax.transforms.clip_by_global_norm`);
-  ``None`` turns clipping off.
+  ``None`` turns clipping off. Gradients narrower than their params (float16 gradients of float32
+  master params) are first promoted to the params' dtype, as apex does its math in float32.
 
   Layer adaptation: by default only the leaves with weight decay (``trust_ratio_mask=None``
   means ``weight_decay_mask``), as apex's kernel does with ``use_nvlamb=False``; biases and
@@ -265,9 +266,8 @@ def nvlamb(
       weight_decay_mask=weight_decay_mask, trust_ratio_mask=trust_ratio_mask,
       bias_correction=bias_correction, stacked_axes=stacked_axes, mu_dtype=mu_dtype,
   )
-  if max_grad_norm is None:
-    return inner
-  return optax.chain(transforms.clip_by_global_norm(max_grad_norm), inner)
+  clip = [] if max_grad_norm is None else [transforms.clip_by_global_norm(max_grad_norm)]
+  return optax.chain(transforms.promote_to_param_dtype(), *clip, inner)
 
 
 def _nesterov_lamb(learning_rate, b1, b2, eps, eps_root, weight_decay, weight_decay_mask,

@@ -314,6 +314,29 @@ def scale_by_nesterov_adam(
   return optax.GradientTransformation(init_fn, update_fn)
 
 
+def promote_to_param_dtype() -> optax.GradientTransformation:
+  """Casts each update up to its parameter's dtype where that is wider (float16 → float32).
+
+  Mixed precision keeps float32 master params and produces float16 gradients; Adam squares the
+  gradient for its second moment, and a float16 square of a clipped gradient (~1e-3) underflows.
+  apex's ``FusedLAMB`` does this math in float32; promoting first does the same here.
+
+  >>> import jax.numpy as jnp
+  >>> tx = promote_to_param_dtype()
+  >>> u, _ = tx.update(jnp.ones(2, jnp.float16), tx.init(None), jnp.zeros(2, jnp.float32))
+  >>> u.dtype
+  dtype('float32')
+  """
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError(optax.NO_PARAMS_MSG)
+    promote = lambda u, p: u.astype(jnp.promote_types(u.dtype, p.dtype))
+    return jax.tree.map(promote, updates, params), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
 def global_norm(updates: optax.Updates) -> jax.Array:
   """``sqrt(sum |u|²)`` over every leaf, accumulated in float32 at least (real).
 

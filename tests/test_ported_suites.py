@@ -101,14 +101,7 @@ def _apex_case(sizes, lr, betas, eps, wd, dtype, iters=7, seed=9876):
   return run(tx, params, grads, "float32", grad_dtype=dtype), expected
 
 
-FP16_MOMENTS = pytest.mark.xfail(strict=True, reason=(
-    "known gap: the clipped float16 gradient (~1e-3) is squared in float16 by Adam's second "
-    "moment (optax.tree.update_moment_per_elem_norm), which underflows to subnormals; apex does "
-    "this math in float32. Upcasting gradients to the moments' dtype is a follow-up."))
-
-
-@pytest.mark.parametrize("dtype", ["float32", pytest.param("float16", marks=FP16_MOMENTS),
-                                   "bfloat16"])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 @pytest.mark.parametrize("wd", [0.0, 0.01])
 def test_apex_single_tensor(dtype, wd):
   # ‖g‖ ≈ 304 > 256: in float16 the clipping norm overflows unless it is taken in float32.
