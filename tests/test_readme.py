@@ -13,7 +13,7 @@ def first_commands():
 
 def test_main_job_is_the_tiny_trainer_run():
   main_job, tests = first_commands()
-  assert main_job.startswith("pip install -e . && ")
+  assert main_job.startswith("pip install -e '.[train]' && ")
   assert "python -m lamb_optax.train --config=configs/tiny.py --workdir=" in main_job
   assert (ROOT / "configs" / "tiny.py").is_file()
   # tests/train/test_trainer.py runs this same module and config (shrunk by overrides).
@@ -22,6 +22,8 @@ def test_main_job_is_the_tiny_trainer_run():
   assert tests.endswith("python -m pytest")
 
 
-def test_ci_runs_the_readme_test_command():
+def test_ci_runs_the_readme_commands_as_written():
+  # .ci/run reads the commands from the README's first bash block itself, so they cannot drift.
   ci = (ROOT / ".ci" / "run").read_text()
-  assert "\npython -m pytest\n" in ci
+  assert "README.md" in ci and 'bash -c "$command"' in ci
+  assert len(first_commands()) == 2
