@@ -2,7 +2,8 @@ r"""A small ResNet on the UCI handwritten digits with LAMB, on a CPU, no downloa
 
 Hardware: any machine; the digits ship inside scikit-learn's wheel (`pip install scikit-learn`).
 Published result: none (our own offline default). Baseline on the same split: scikit-learn's
-LogisticRegression (max_iter=5000) reaches 96.9% test accuracy (our measurement, split_seed 0).
+LogisticRegression (max_iter=5000) on the raw pixels reaches 95.6% validation and 96.4% test
+accuracy (our measurement, split_seed 0; 96.1% / 96.1% with split_seed 1).
 Model: ResNet "tiny" (CIFAR-style 3x3 stem, basic blocks 16-32-64, 78k params), BatchNorm groups
 of 16 examples.
 Expected (measured with seeds 0 and 1, see docs/image_classification.md): validation accuracy
