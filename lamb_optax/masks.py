@@ -25,8 +25,10 @@ StackedAxesSpec = Union[None, int, PyTree, Callable[[PyTree], PyTree]]
 
 # Leaf names that Flax (and the TF/PyTorch checkpoints it imports) give to biases and to the
 # affine parameters of normalisation layers. Google's and NVIDIA's BERT recipes exclude these
-# from weight decay, and therefore from layer adaptation.
-_NO_DECAY_LEAF_NAMES = frozenset({"bias", "scale", "beta", "gamma"})
+# from weight decay, and therefore from layer adaptation. A ViT's learned position embedding and
+# [CLS] token are excluded too, as timm (`no_weight_decay`: pos_embed, cls_token) and big_vision
+# (decay on kernels only) do; BERT's position embeddings are `.../embedding` leaves, unaffected.
+_NO_DECAY_LEAF_NAMES = frozenset({"bias", "scale", "beta", "gamma", "pos_embedding", "cls_token"})
 _NORM_COMPONENT = re.compile(r"norm|^ln(_|\d|$)", re.IGNORECASE)
 # NNX states hold each parameter in a Variable whose array sits under a trailing `value` key.
 _VARIABLE_FIELDS = frozenset({"value", "raw_value"})
@@ -91,7 +93,8 @@ def path_mask(
 
 
 def default_weight_decay_mask(params: PyTree) -> PyTree:
-  """Decays kernels and embeddings; not biases or normalisation parameters.
+  """Decays kernels and embeddings; not biases, normalisation parameters (LayerNorm and
+  BatchNorm ``scale``/``bias``), nor a ViT's ``pos_embedding``/``cls_token``.
 
   Decides by name, not by rank, so that it stays right for layers stacked by ``scan`` (where a
   stacked bias is 2-D). A leaf is excluded when its own name is ``bias``/``scale`` (Flax) or

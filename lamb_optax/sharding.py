@@ -53,6 +53,12 @@ DEFAULT_RULES: Rules = (
     ("kv", None),
     ("length", None),
     ("layers", None),
+    # Image models: conv channels and classes stay whole (ResNet-50 is 25.6M parameters, cheaper
+    # replicated than all-gathered; an ImageNet conv stem has 3 input channels, which no mesh
+    # axis divides). Named, so that one line here can shard them.
+    ("conv_in", None),
+    ("conv_out", None),
+    ("classes", None),
 )
 
 # The metadata key under which models store each parameter's logical axes (one name or None per

@@ -25,7 +25,8 @@ def load(name, arg=None):
 RECIPES = [("lamb_paper", str(b)) for b in (512, 1024, 2048, 4096, 8192, 16384, 32768)] + [
     ("bert_large_phase1", None), ("bert_large_phase2", None), ("bert_base_phase1", None),
     ("bert_base_phase2", None), ("nvlamb", "phase1"), ("nvlamb", "phase2"),
-    ("adamw_baseline", None), ("tiny", None), ("tiny_32k", None)]
+    ("adamw_baseline", None), ("tiny", None), ("tiny_32k", None), ("digits_resnet", None),
+    ("digits_vit", None)]
 
 
 @pytest.mark.parametrize("name, arg", RECIPES)

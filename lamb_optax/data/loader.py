@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import grain
 import numpy as np
@@ -72,6 +72,7 @@ def train_batches(source: Any, *, batch_size: int, seed: int, shard_index: int,
                   shard_count: int, dynamic_masking: Any = None,
                   vocab_size: Optional[int] = None, special: Any = None,
                   continuation: Optional[np.ndarray] = None, num_epochs: Optional[int] = None,
+                  transform: Optional[Callable[[int, Batch], Batch]] = None,
                   worker_count: int = 0, prefetch_threads: int = 2,
                   prefetch_buffer: int = 8) -> grain.IterDataset:
   """This host's stream of training batches (``dict`` of numpy arrays, leading dim batch_size).
@@ -87,6 +88,9 @@ def train_batches(source: Any, *, batch_size: int, seed: int, shard_index: int,
     vocab_size, special, continuation: what re-masking needs (``continuation`` only for whole
       word masking).
     num_epochs: passes over the shard; None repeats forever.
+    transform: ``(position in the global stream, example) -> example`` (a picklable callable),
+      e.g. a data augmentation seeded by the position: new draws every epoch, the same ones
+      after a resume and on any number of hosts, as dynamic masking.
     worker_count: Grain worker processes (0 = threads in this process).
     prefetch_threads, prefetch_buffer: Grain's in-process read options.
 
@@ -115,6 +119,8 @@ def train_batches(source: Any, *, batch_size: int, seed: int, shard_index: int,
     if dynamic_masking.whole_word_mask and continuation is None:
       raise ValueError("Whole-word dynamic masking needs continuation (continuation_mask()).")
     ds = ds.map_with_index(_Remask(seed, vocab_size, special, continuation, dynamic_masking))
+  if transform is not None:
+    ds = ds.map_with_index(transform)
   ds = ds[shard_index::shard_count]  # after shuffling: see the module docstring
   ds = ds.batch(batch_size, drop_remainder=True)
   it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=prefetch_threads,

@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 TASKS = {
     "bert_pretraining": "lamb_optax.tasks.bert_pretraining",
+    "image_classification": "lamb_optax.tasks.image_classification",
 }
 
 

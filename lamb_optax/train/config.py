@@ -70,6 +70,24 @@ def default_config() -> ml_collections.ConfigDict:
       embedded_max_documents=0,  # 0 = the whole embedded corpus (tests use a few documents)
       embedded_dupe_factor=5,  # copies with different pairs/masks (~3,300 examples each)
   ))
+  # Image classification (task "image_classification"); BERT runs ignore this section.
+  c.image = ml_collections.ConfigDict(dict(
+      model="resnet",  # "resnet" (lamb_optax.models.resnet) or "vit" (lamb_optax.models.vit)
+      preset="tiny",  # ResNetConfig / ViTConfig preset: resnet50, resnet18, tiny; base, small, tiny
+      dataset="digits",  # "digits" (offline, inside scikit-learn) or a TFDS name: imagenet2012
+      data_dir="",  # TFDS data_dir ("" = TFDS's default, ~/tensorflow_datasets)
+      train_split="train",
+      eval_split="validation",  # digits: validation or test; imagenet2012: validation
+      split_seed=0,  # digits: the permutation that cuts train/validation/test
+      image_size=0,  # 0 = the dataset's (digits 8, ImageNet 224)
+      patch_size=16,  # ViT
+      augment="none",  # "none" or "imagenet" (random-resized crop + flip; eval resize + crop)
+      label_smoothing=0.0,
+      dropout=0.0,  # ViT
+      batch_norm_group_size=0,  # ResNet: examples per BatchNorm group; 0 = whole micro-batch
+      batch_norm_momentum=0.9,
+      dtype="float32",  # compute dtype; params stay float32
+  ))
   # Mesh axis sizes; -1 fills with the remaining devices.
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   return c

@@ -14,7 +14,30 @@ import ml_collections
 import optax
 
 from lamb_optax import aliases
+from lamb_optax import masks
 from lamb_optax import schedules
+
+
+def momentum_sgd(learning_rate: float | optax.Schedule, momentum: float = 0.9,
+                 nesterov: bool = False, weight_decay: float = 1e-4,
+                 weight_decay_mask: Any = masks.DEFAULT_WEIGHT_DECAY_MASK,
+                 stacked_axes: Any = None) -> optax.GradientTransformation:
+  """Momentum SGD with L2 weight decay added to the gradient (Goyal et al. 2017; PyTorch's
+  ``SGD(weight_decay=...)``): ``optax.add_decayed_weights`` then ``optax.sgd``, on the same
+  default decay mask as LAMB (not biases, BatchNorm or LayerNorm parameters).
+
+  >>> import jax.numpy as jnp
+  >>> tx = momentum_sgd(0.1, weight_decay=0.5)
+  >>> params = {"w": {"kernel": jnp.ones(2), "bias": jnp.ones(2)}}
+  >>> u, _ = tx.update({"w": {"kernel": jnp.ones(2), "bias": jnp.ones(2)}}, tx.init(params), params)
+  >>> u["w"]["kernel"].tolist(), u["w"]["bias"].tolist()   # -η(g + λx) on kernels, -ηg on biases
+  ([-0.15000000596046448, -0.15000000596046448], [-0.10000000149011612, -0.10000000149011612])
+  """
+  del stacked_axes  # element-wise
+  return optax.chain(
+      optax.add_decayed_weights(weight_decay, aliases.decay_mask_for_optax(weight_decay_mask)),
+      optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov))
+
 
 OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "lamb": aliases.lamb,
@@ -23,6 +46,7 @@ OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "nlamb": aliases.nlamb,
     "nnlamb": aliases.nnlamb,
     "adamw": aliases.adamw_baseline,
+    "sgd": momentum_sgd,
 }
 
 

@@ -10,12 +10,19 @@ Exactness across layouts: the objective is a *sum* of per-example terms divided 
 normalisers computed from the whole batch before the scan (e.g. the total masked-LM weight).
 So 1 device × 4 micro-batches, 4 devices × 1 and 2 hosts × 2 devices compute the same loss and
 gradient up to float summation order.
+
+Non-trainable state (optional, e.g. BatchNorm running statistics): a task may keep it in its
+params dict under the key :data:`MODEL_STATE`. The optimizer then sees only the rest
+(:func:`split_params`); the objective gets the whole dict and returns, among its sums, a tree
+under ``MODEL_STATE`` (e.g. a micro-batch's batch moments) that adds up over micro-batches; once
+per step ``update_model_state(model_state, summed, num_micro_batches)`` gives the new state.
+Tasks without that key (BERT) run exactly the code they ran before.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +35,28 @@ Batch = Mapping[str, jax.Array]
 # objective(params, micro_batch, rng, normalizers) -> (loss contribution, {metric: sum})
 Objective = Callable[[PyTree, Batch, jax.Array, Mapping[str, jax.Array]],
                      tuple[jax.Array, dict[str, jax.Array]]]
+
+
+# The params key under which a task keeps non-trainable state (see the module docstring).
+MODEL_STATE = "model_state"
+
+
+def split_params(params: PyTree) -> tuple[PyTree, Any]:
+  """``(trainable, model_state)``: ``params`` itself and None unless it holds :data:`MODEL_STATE`.
+
+  >>> split_params({"params": 1, "model_state": 2})
+  ({'params': 1}, 2)
+  >>> split_params({"bert": 1})
+  ({'bert': 1}, None)
+  """
+  if isinstance(params, Mapping) and MODEL_STATE in params:
+    return {k: v for k, v in params.items() if k != MODEL_STATE}, params[MODEL_STATE]
+  return params, None
+
+
+def merge_params(trainable: PyTree, model_state: Any) -> PyTree:
+  """The inverse of :func:`split_params`."""
+  return trainable if model_state is None else {**trainable, MODEL_STATE: model_state}
 
 
 class TrainState(NamedTuple):
@@ -45,10 +74,12 @@ def state_shardings(tx: optax.GradientTransformation, abstract_params: PyTree,
   """Shardings of the whole train state: optimizer moments are sharded like their params,
   everything else (step, counts, trust ratios, RNG) is replicated."""
   replicated = sharding.replicated(mesh)
-  abstract_opt = jax.eval_shape(tx.init, abstract_params)
+  trainable, _ = split_params(abstract_params)
+  abstract_opt = jax.eval_shape(tx.init, trainable)
   return TrainState(
       step=replicated, params=param_shardings,
-      opt_state=sharding.like_params(abstract_opt, abstract_params, param_shardings, replicated),
+      opt_state=sharding.like_params(abstract_opt, trainable, split_params(param_shardings)[0],
+                                     replicated),
       rng=replicated, nonfinite_in_a_row=replicated)
 
 
@@ -56,7 +87,7 @@ def create_train_state(params: PyTree, tx: optax.GradientTransformation, seed: i
   return TrainState(
       step=jnp.zeros([], jnp.int32),
       params=params,
-      opt_state=tx.init(params),
+      opt_state=tx.init(split_params(params)[0]),
       rng=jax.random.key_data(jax.random.key(seed)),
       nonfinite_in_a_row=jnp.zeros([], jnp.int32),
   )
@@ -88,6 +119,7 @@ def make_train_step(
     num_micro_batches: int,
     *,
     micro_batch_constraint: Callable[[Batch], Batch] = lambda b: b,
+    update_model_state: Optional[Callable[[PyTree, PyTree, int], PyTree]] = None,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
   """Returns ``train_step(state, global_batch) -> (state, metrics)`` (not yet jitted).
 
@@ -101,24 +133,30 @@ def make_train_step(
     num_micro_batches: gradient-accumulation steps per update.
     micro_batch_constraint: applied to each micro-batch inside the scan, typically a
       ``with_sharding_constraint`` that keeps it sharded over the data axes.
+    update_model_state: for params holding :data:`MODEL_STATE`: ``(state, summed sums[MODEL_STATE],
+      num_micro_batches) -> new state``, once per step (see the module docstring).
   """
 
   def train_step(state: TrainState, batch: Batch):
     normalizers = normalizers_fn(batch)
     micro_batches = split_micro_batches(batch, num_micro_batches)
     step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    grad_fn = jax.value_and_grad(objective, has_aux=True)
+    trainable, model_state = split_params(state.params)
+    if model_state is not None and update_model_state is None:
+      raise ValueError(f"The params hold {MODEL_STATE!r} but no update_model_state was given.")
+    grad_fn = jax.value_and_grad(
+        lambda t, *args: objective(merge_params(t, model_state), *args), has_aux=True)
 
     def accumulate(carry, inputs):
       grads_acc, loss_acc, sums_acc = carry
       index, micro_batch = inputs
       micro_batch = micro_batch_constraint(micro_batch)
-      (loss, sums), grads = grad_fn(state.params, micro_batch, jax.random.fold_in(step_key, index),
+      (loss, sums), grads = grad_fn(trainable, micro_batch, jax.random.fold_in(step_key, index),
                                     normalizers)
       grads = jax.tree.map(lambda g: g.astype(jnp.float32), grads)
       return (_tree_add(grads_acc, grads), loss_acc + loss, _tree_add(sums_acc, sums)), None
 
-    zero_grads = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
+    zero_grads = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), trainable)
     first = jax.tree.map(lambda x: x[0], micro_batches)
     zero_sums = jax.tree.map(
         lambda s: jnp.zeros(s.shape, s.dtype),
@@ -127,15 +165,20 @@ def make_train_step(
         accumulate, (zero_grads, jnp.zeros([], jnp.float32), zero_sums),
         (jnp.arange(num_micro_batches), micro_batches))
 
-    grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, state.params)
+    grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, trainable)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
-    new_params = optax.apply_updates(state.params, updates)
+    updates, new_opt_state = tx.update(grads, state.opt_state, trainable)
+    new_params = optax.apply_updates(trainable, updates)
     keep_new = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    new_params = keep_new(new_params, trainable)
+    if model_state is not None:
+      sums = dict(sums)
+      new_model_state = update_model_state(model_state, sums.pop(MODEL_STATE), num_micro_batches)
+      new_params = merge_params(new_params, keep_new(new_model_state, model_state))
     new_state = state._replace(
         step=state.step + 1,
-        params=keep_new(new_params, state.params),
+        params=new_params,
         opt_state=keep_new(new_opt_state, state.opt_state),
         nonfinite_in_a_row=jnp.where(finite, 0, state.nonfinite_in_a_row + 1),
     )

@@ -82,7 +82,9 @@ class Trainer:
     constraint = lambda b: jax.lax.with_sharding_constraint(b, self.batch_sharding)
     return jax.jit(
         step_lib.make_train_step(self.task.objective, self.task.normalizers, self.tx,
-                                 self.plan.num_micro_batches, micro_batch_constraint=constraint),
+                                 self.plan.num_micro_batches, micro_batch_constraint=constraint,
+                                 # Tasks with non-trainable state (BatchNorm) define it.
+                                 update_model_state=getattr(self.task, "update_model_state", None)),
         in_shardings=(self.state_shardings, self.batch_sharding),
         out_shardings=(self.state_shardings, None), donate_argnums=(0,))
 

@@ -1,0 +1,40 @@
+r"""A small ViT on the UCI handwritten digits with LAMB, on a CPU, no downloads.
+
+Hardware: any machine; the digits ship inside scikit-learn's wheel (`pip install scikit-learn`).
+Published result: none (our own offline default). Baseline on the same split: scikit-learn's
+LogisticRegression (max_iter=5000) on the raw pixels reaches 95.6% validation and 96.4% test
+accuracy (our measurement, split_seed 0; 96.1% / 96.1% with split_seed 1).
+Model: ViT "tiny" (width 64, 4 blocks, 4 heads, MLP 128, 2x2 patches: 16 patches + [CLS], 136k
+params).
+Expected: NOT yet measured end to end (only its layout-invariance test ran); we expect it to
+beat the linear model (above 96% validation accuracy) after 400 steps of 64 images (20 epochs),
+in a few minutes on a 2-core CPU. Replace this line with a measurement.
+
+Run (the test split: add --config.image.eval_split=test):
+  python -m lamb_optax.train --config=configs/digits_vit.py --workdir=/tmp/digits_vit
+"""
+
+from lamb_optax.train.config import default_config
+
+
+def get_config():
+  config = default_config()
+  config.task = "image_classification"
+  config.image.model = "vit"
+  config.image.preset = "tiny"
+  config.image.patch_size = 2
+  config.image.dataset = "digits"
+  config.optimizer.name = "lamb"
+  config.optimizer.kwargs.weight_decay = 0.01
+  config.learning_rate = 5e-3
+  config.warmup_steps = 40
+  config.num_train_steps = 400
+  config.global_batch_size = 64
+  config.micro_batch_size = 64
+  config.log_every_steps = 20
+  config.eval_every_steps = 100
+  config.eval_batches = 1
+  config.eval_batch_size = 360
+  config.checkpoint_every_steps = 200
+  config.mesh.data = 1
+  return config
