@@ -33,6 +33,12 @@ import numpy as np
 
 PyTree = Any
 Batch = Mapping[str, jax.Array]
+
+# Non-trainable state (e.g. BatchNorm running statistics), optional: a task keeps it in its params
+# dict under this key, returns a micro-batch's contribution under the same key among the
+# objective's sums, and defines ``update_model_state(state, summed, num_micro_batches)``, which
+# the step calls once per optimizer step. The optimizer never sees it (lamb_optax.train.step).
+MODEL_STATE = "model_state"
 HostBatch = dict[str, np.ndarray]
 
 

@@ -37,7 +37,7 @@ from lamb_optax import sharding
 from lamb_optax.data import images as images_lib
 from lamb_optax.data import loader
 from lamb_optax.models import resnet, vit
-from lamb_optax.train.step import MODEL_STATE
+from lamb_optax.tasks.base import MODEL_STATE
 
 PyTree = Any
 _DATASET_INFO = {"digits": images_lib.DIGITS_INFO,

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import optax
 
 from lamb_optax import sharding
+from lamb_optax.tasks.base import MODEL_STATE
 
 PyTree = Any
 Batch = Mapping[str, jax.Array]
@@ -37,8 +38,6 @@ Objective = Callable[[PyTree, Batch, jax.Array, Mapping[str, jax.Array]],
                      tuple[jax.Array, dict[str, jax.Array]]]
 
 
-# The params key under which a task keeps non-trainable state (see the module docstring).
-MODEL_STATE = "model_state"
 
 
 def split_params(params: PyTree) -> tuple[PyTree, Any]:
