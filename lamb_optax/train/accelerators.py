@@ -199,6 +199,8 @@ class Topology:
   name: str  # e.g. "v4:8x8x8", "v5e:16x16"
   chip_config_name: Optional[str]  # "megacore" on v4/v5p (one JAX device per chip), else None
   shape: tuple[int, ...]
+  # libtpu assumes 2x2x1 chips per host; a 1-chip slice must say it has fewer.
+  chips_per_host_bounds: Optional[tuple[int, ...]] = None
 
 
 def _cube_like(chips: int) -> Optional[tuple[int, int, int]]:
@@ -249,7 +251,8 @@ def topology(slice_: Slice) -> Topology:
     raise AcceleratorError(
         f"{slice_.accelerator_type}: no TPU topology known for {chips} {gen} chips, so it cannot "
         f"be compiled for. Known: {_summarise(known_accelerators())}.")
-  return Topology(f"{prefix}:{'x'.join(map(str, shape))}", config, shape)
+  bounds = (1, 1, 1) if chips == 1 else None
+  return Topology(f"{prefix}:{'x'.join(map(str, shape))}", config, shape, bounds)
 
 
 def _summarise(names: list[str]) -> str:

@@ -129,6 +129,8 @@ def topology_devices(slice_: accelerators.Slice, topo: accelerators.Topology) ->
   os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
   kwargs = {"chip_config_name": topo.chip_config_name} if topo.chip_config_name else {}
+  if topo.chips_per_host_bounds:
+    kwargs["chips_per_host_bounds"] = list(topo.chips_per_host_bounds)
   desc = topologies.get_topology_desc(topology_name=topo.name, platform="tpu", **kwargs)
   devices = list(desc.devices)
   if len(devices) != slice_.devices:
@@ -187,8 +189,11 @@ def _first_line(text: str) -> str:
 
 
 def _memory_from_error(text: str) -> dict[str, float]:
-  """XLA:TPU says e.g. "Used 20.58G of 15.48G hbm"; that is the total it would have needed."""
-  m = re.search(r"Used ([\d.]+)([KMGT]) of ([\d.]+)([KMGT]) hbm", text)
+  """XLA:TPU says e.g. "Used 20.58G of 15.48G hbm" or "memory required for HLO temporaries
+  (20.13G) exceeds available HBM (15.75G)": what it would have needed, and had."""
+  m = (re.search(r"Used ([\d.]+)([KMGT]) of ([\d.]+)([KMGT]) hbm", text) or
+       re.search(r"required for [\w ]+\(([\d.]+)([KMGT])\) exceeds available HBM \(([\d.]+)([KMGT])\)",
+                 text))
   if not m:
     return {}
   scale = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
