@@ -146,6 +146,37 @@ def check_run(config, slice_: Slice, workdir: str, allow_local_paths: bool = Fal
   return n
 
 
+def compile_check_argv(config_arg: str, slice_: Slice, overrides: Sequence[str] = (),
+                       report: Optional[str] = None) -> list[str]:
+  """The local compile check: the trainer's own step compiled for the slice (no TPU needed)."""
+  path, arg = _split_config_arg(config_arg)
+  if not os.path.isfile(path) and os.path.isfile(REPO_ROOT / path):
+    config_arg = str(REPO_ROOT / path) + ("" if arg is None else f":{arg}")
+  argv = [sys.executable, "-m", "lamb_optax.train", f"--config={config_arg}",
+          f"--compile_for={slice_.accelerator_type}", *overrides]
+  return argv + ([f"--compile_report={report}"] if report else [])
+
+
+def compile_check(config_arg: str, slice_: Slice, overrides: Sequence[str] = ()) -> None:
+  """Runs :func:`compile_check_argv` in a subprocess (libtpu and XLA stay out of this one) and
+  refuses a config that does not fit the slice or does not compile, before any gcloud call."""
+  argv = compile_check_argv(config_arg, slice_, overrides)
+  print("+ " + shlex.join(argv), file=sys.stderr, flush=True)
+  env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu"),
+         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT),
+                                                    os.environ.get("PYTHONPATH", "")]))}
+  out = subprocess.run(argv, capture_output=True, text=True, check=False, env=env)
+  lines = [l for l in out.stdout.splitlines() if l.strip()]
+  print("\n".join(lines), file=sys.stderr)
+  if out.returncode == 1:
+    raise UsageError(f"The config does not fit {slice_.accelerator_type} (compile check above); "
+                     "change it as it says, or pass --skip-compile-check.")
+  if out.returncode:
+    detail = "\n".join(lines[-3:] or out.stderr.strip().splitlines()[-5:])
+    raise UsageError(f"The compile check for {slice_.accelerator_type} failed (exit status "
+                     f"{out.returncode}):\n{detail}\nFix it, or pass --skip-compile-check.")
+
+
 # --------------------------------------------------------------------------------------------
 # Command construction: pure functions returning lists of argv lists.
 # --------------------------------------------------------------------------------------------
@@ -291,6 +322,12 @@ def resolve_where(args) -> tuple[str, str]:
   return project, zone
 
 
+def _add_compile_flag(p: argparse.ArgumentParser) -> None:
+  p.add_argument("--skip-compile-check", action="store_true",
+                 help="do not compile the train step for the slice before spending money "
+                 "(the check needs libtpu: pip install 'lamb_optax[tpu]')")
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="tpu_pod.py", description=__doc__.split("\n\n")[0], allow_abbrev=False,
@@ -315,7 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--preemptible", action="store_true", help="legacy preemptible (tpu-vm only)")
   p.add_argument("--reserved", action="store_true", help="use a reservation")
   p.add_argument("--config", default=None,
-                 help="optional: refuse to create a slice the trainer would refuse this config on")
+                 help="optional: refuse to create a slice the trainer would refuse this config on "
+                 "(its checks, then its step compiled for the slice: it must fit HBM)")
+  _add_compile_flag(p)
 
   p = add("setup", "clone the repository and pip install -e '.[tpu]' on every worker")
   p.add_argument("--repo", default=DEFAULT_REPO_URL)
@@ -331,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
                  help="environment variable for the trainer (repeatable)")
   p.add_argument("--allow-local-paths", action="store_true",
                  help="skip the gs:// checks on multi-host slices")
+  _add_compile_flag(p)
 
   p = add("status", "describe the slice and say whether each worker's trainer runs")
   p.add_argument("--queued", action="store_true", help="describe the queued resource")
@@ -366,10 +406,14 @@ def plan(argv: Sequence[str]) -> tuple[argparse.Namespace, list[list[str]]]:
         raise UsageError(f"--env {e!r}: write KEY=VALUE.")
     remote_config_arg(args.config)
     check_run(load_config(args.config, overrides), slice_, args.workdir, args.allow_local_paths)
+    if not args.skip_compile_check:
+      compile_check(args.config, slice_, overrides)
   elif args.command == "create":
     slice_ = parse_accelerator(args.accelerator_type)
     if args.config:
       check_config(load_config(args.config, overrides), slice_)
+      if not args.skip_compile_check:
+        compile_check(args.config, slice_, overrides)
   elif args.command == "logs" and (args.worker < 0 or args.lines < 1):
     raise UsageError("--worker must be >= 0 and --lines >= 1.")
   project, zone = resolve_where(args)

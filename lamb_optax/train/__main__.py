@@ -3,9 +3,15 @@ r"""Pretrain BERT with LAMB: ``python -m lamb_optax.train --config=configs/tiny.
 Config values can be overridden on the command line (``--config.global_batch_size=256``).
 Running the same command again resumes from the last checkpoint in ``--workdir``.
 
+``--compile_for=v4-1024 [--compile_report=R.json]`` compiles the train step for that Cloud TPU
+slice on this machine (no TPU, no data, no ``--workdir``) and says whether it fits
+(``lamb_optax/train/compile_for.py``); it exits 0 when it fits, 1 when not, 2 on bad input.
+
 Multi-host: on Cloud TPU, ``jax.distributed`` finds its peers by itself. Elsewhere pass
 ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I`` on every host.
 """
+
+import sys
 
 from absl import app
 from absl import flags
@@ -13,7 +19,6 @@ from absl import logging
 from ml_collections import config_flags
 
 from lamb_optax.train import distributed
-from lamb_optax.train import loop
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.",
                                           lock_config=False)
@@ -24,12 +29,23 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processe
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes).")
 _INIT_TIMEOUT = flags.DEFINE_integer(
     "distributed_timeout_seconds", 300, "How long to wait for all processes to join.")
-flags.mark_flags_as_required(["config", "workdir"])
+_COMPILE_FOR = flags.DEFINE_string(
+    "compile_for", None, "Compile the train step for this Cloud TPU slice (e.g. v4-1024, "
+    "v5litepod-256) on this machine instead of training, and report whether it fits.")
+_COMPILE_REPORT = flags.DEFINE_string(
+    "compile_report", None, "With --compile_for: write the report here as JSON.")
+flags.mark_flags_as_required(["config"])
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
+  if _COMPILE_FOR.value:
+    from lamb_optax.train import compile_for  # pylint: disable=g-import-not-at-top
+    sys.exit(compile_for.main(_CONFIG.value, _COMPILE_FOR.value, _COMPILE_REPORT.value))
+  if not _WORKDIR.value:
+    raise app.UsageError("--workdir is required (except with --compile_for).")
+  from lamb_optax.train import loop  # pylint: disable=g-import-not-at-top
   distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                          timeout_seconds=_INIT_TIMEOUT.value)
   loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)

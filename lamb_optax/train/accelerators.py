@@ -119,6 +119,11 @@ class Slice:
   def multi_host(self) -> bool:
     return self.vms > 1
 
+  @property
+  def topology(self) -> "Topology":
+    """The slice's chip layout as JAX names it (see :func:`topology`)."""
+    return topology(self)
+
 
 def parse_accelerator(accelerator_type: str) -> Slice:
   """``"v4-128"`` -> 64 chips / 64 devices on 16 VMs; refuses types it does not know.
@@ -160,3 +165,105 @@ def parse_accelerator(accelerator_type: str) -> Slice:
     vms = chips // gen.chips_per_vm
   return Slice(accelerator_type, gen.name, devices=chips * gen.devices_per_chip, chips=chips,
                vms=vms)
+
+
+# ------------------------------------------------------------------------------------------------
+# Topologies: the chip layout JAX's ahead-of-time compiler needs (``jax.experimental.topologies.
+# get_topology_desc(topology_name=..., chip_config_name=...)``).
+# ------------------------------------------------------------------------------------------------
+# Sources, read 2025 with the search tools:
+# * v5e and v6e are 2D: the v5e page's configuration table (docs.cloud.google.com/tpu/docs/v5e,
+#   also tpu/docs/supported-versions) lists 1x1, 2x2, 2x4, 4x4, 4x8, 8x8, 8x16, 16x16 for 1 ... 256
+#   chips; the v6e page (tpu/docs/v6e) lists the same shapes for v6e-1 ... v6e-256.
+# * v4 and v5p are 3D, AxBxC chips with A <= B <= C (tpu/docs/types-topologies, tpu/docs/v4,
+#   tpu/docs/v5p-training): below a 4x4x4 cube the slices are 2x2x1, 2x2x2, 2x2x4, 2x4x4 (v4-8
+#   ... v4-64); from 64 chips on, every side is a multiple of 4 and the default shape of a size is
+#   the one "most similar to a cube" (v4-128 = 4x4x4, v4-256 = 4x4x8, v4-512 = 4x8x8, v4-1024 =
+#   8x8x8, v4-2048 = 8x8x16, v4-4096 = 8x16x16). `_cube_like` reproduces those and MaxText's
+#   table of v5p shapes (MaxText/accelerator_to_spec_map.py: v5p-384 = 4x4x12, v5p-768 = 4x8x12,
+#   v5p-3456 = 12x12x12, ...). gcloud also takes other shapes of the same size (--topology); we
+#   compile for the default one, which has the same chips, HBM and collectives up to routing.
+# * Megacore: v4 and v5p fuse a chip's two TensorCores into one JAX device; without
+#   chip_config_name="megacore" the topology has one device per TensorCore (v4:8x8x8 = 1,024).
+_SMALL_3D = {4: (2, 2, 1), 8: (2, 2, 2), 16: (2, 2, 4), 32: (2, 4, 4)}
+_SHAPES_2D = {1: (1, 1), 4: (2, 2), 8: (2, 4), 16: (4, 4), 32: (4, 8), 64: (8, 8), 128: (8, 16),
+              256: (16, 16)}
+_TOPOLOGY_PREFIX = {"v4": "v4", "v5p": "v5p", "v5e": "v5e", "v6e": "v6e"}
+_MAX_3D_CHIPS = {"v4": 4096, "v5p": 8960}  # a whole v4 pod; the largest v5p slice (v5p-17920)
+
+
+@dataclasses.dataclass(frozen=True)
+class Topology:
+  """What ``jax.experimental.topologies.get_topology_desc`` takes for a slice."""
+
+  name: str  # e.g. "v4:8x8x8", "v5e:16x16"
+  chip_config_name: Optional[str]  # "megacore" on v4/v5p (one JAX device per chip), else None
+  shape: tuple[int, ...]
+  # libtpu assumes 2x2x1 chips per host; a 1-chip slice must say it has fewer.
+  chips_per_host_bounds: Optional[tuple[int, ...]] = None
+
+
+def _cube_like(chips: int) -> Optional[tuple[int, int, int]]:
+  """The most cube-like AxBxC (A <= B <= C, multiples of 4) of ``chips``, or None."""
+  if chips in _SMALL_3D:
+    return _SMALL_3D[chips]
+  if chips % 64:
+    return None
+  k = chips // 64
+  best = None
+  for a in range(1, k + 1):
+    for b in range(a, k // a + 1):
+      if k % (a * b) or k // (a * b) < b:
+        continue
+      c = k // (a * b)
+      if best is None or (c, -a) < (best[2], -best[0]):
+        best = (a, b, c)
+  return tuple(4 * x for x in best) if best else None
+
+
+def known_accelerators() -> list[str]:
+  """Every accelerator type :func:`topology` maps, small to large per generation (v4 and v5p:
+  the documented sizes up to 1,024 chips, then every 512 chips)."""
+  names = []
+  for gen in ("v4", "v5p"):
+    sizes = [c for c in range(4, _MAX_3D_CHIPS[gen] + 1, 4) if _cube_like(c)]
+    names += [f"{gen}-{2 * c}" for c in sizes if c <= 1024 or c % 512 == 0]
+  names += [f"v5litepod-{c}" for c in _SHAPES_2D] + [f"v6e-{c}" for c in _SHAPES_2D]
+  return names
+
+
+def topology(slice_: Slice) -> Topology:
+  """The topology JAX compiles ``slice_`` for; raises :class:`AcceleratorError` when unknown.
+
+  >>> topology(parse_accelerator("v4-1024"))
+  Topology(name='v4:8x8x8', chip_config_name='megacore', shape=(8, 8, 8))
+  >>> topology(parse_accelerator("v5litepod-4")).name, topology(parse_accelerator("v5p-8")).name
+  ('v5e:2x2', 'v5p:2x2x1')
+  """
+  gen, chips = slice_.generation, slice_.chips
+  prefix = _TOPOLOGY_PREFIX.get(gen)
+  if gen in _MAX_3D_CHIPS:
+    shape = _cube_like(chips) if chips <= _MAX_3D_CHIPS[gen] else None
+    config = "megacore"
+  else:
+    shape, config = _SHAPES_2D.get(chips), None
+  if prefix is None or shape is None:
+    raise AcceleratorError(
+        f"{slice_.accelerator_type}: no TPU topology known for {chips} {gen} chips, so it cannot "
+        f"be compiled for. Known: {_summarise(known_accelerators())}.")
+  bounds = (1, 1, 1) if chips == 1 else None
+  return Topology(f"{prefix}:{'x'.join(map(str, shape))}", config, shape, bounds)
+
+
+def _summarise(names: list[str]) -> str:
+  """``v4-8 ... v4-4096 (N sizes), ...``: the known list, short enough for an error message."""
+  by_gen: dict[str, list[str]] = {}
+  for n in names:
+    by_gen.setdefault(n.rsplit("-", 1)[0], []).append(n)
+  parts = []
+  for gen_names in by_gen.values():
+    if len(gen_names) <= 10:
+      parts.append(", ".join(gen_names))
+    else:
+      parts.append(f"{', '.join(gen_names[:6])}, ... {gen_names[-1]} ({len(gen_names)} sizes)")
+  return "; ".join(parts)

@@ -32,6 +32,17 @@ def _no_gcloud_defaults(monkeypatch):
   monkeypatch.delenv("CLOUDSDK_COMPUTE_ZONE", raising=False)
 
 
+@pytest.fixture(autouse=True)
+def compile_checks(monkeypatch):
+  """Tests here are about gcloud command lines: the compile check (minutes of XLA) is recorded,
+  not run; tests/train/test_compile_for.py compiles for real."""
+  calls = []
+  monkeypatch.setattr(tpu_pod, "compile_check",
+                      lambda config_arg, slice_, overrides=(): calls.append(
+                          (config_arg, slice_.accelerator_type, list(overrides))))
+  return calls
+
+
 def dry_run(capsys, *argv):
   rc = tpu_pod.main([*argv, "--dry-run"])
   out, err = capsys.readouterr()
@@ -417,3 +428,30 @@ def test_data_parallel_size(mesh, devices, want):
   else:
     with pytest.raises(ValueError, match=re.escape(want)):
       config_lib.data_parallel_size(mesh, devices)
+
+
+def test_run_and_create_compile_for_the_slice_first(capsys, compile_checks):
+  dry_run(capsys, "run", "b", "--accelerator-type=v4-128", *WHERE, "--workdir=gs://b/r",
+          "--config=configs/bert_base_phase1.py", *DATA)
+  dry_run(capsys, "create", "b", "--accelerator-type=v5p-128", *WHERE,
+          "--config=configs/bert_base_phase1.py")
+  dry_run(capsys, "create", "b", "--accelerator-type=v5p-128", *WHERE)  # no config: no check
+  dry_run(capsys, "run", "b", "--accelerator-type=v4-128", *WHERE, "--workdir=gs://b/r",
+          "--config=configs/bert_base_phase1.py", "--skip-compile-check", *DATA)
+  assert compile_checks == [("configs/bert_base_phase1.py", "v4-128", DATA),
+                            ("configs/bert_base_phase1.py", "v5p-128", [])]
+
+
+def test_compile_check_command_and_refusal(monkeypatch, capsys):
+  slice_ = accelerators.parse_accelerator("v4-8")
+  argv = tpu_pod.compile_check_argv("configs/tiny.py", slice_, ["--config.micro_batch_size=8"])
+  assert argv[1:3] == ["-m", "lamb_optax.train"] and argv[3].endswith("configs/tiny.py")
+  assert argv[4:] == ["--compile_for=v4-8", "--config.micro_batch_size=8"]
+  real = importlib.util.module_from_spec(_spec)
+  _spec.loader.exec_module(real)  # the unpatched module
+  for rc, message in ((1, "does not fit v4-8"), (2, "compile check for v4-8 failed")):
+    monkeypatch.setattr(real.subprocess, "run", lambda *a, rc=rc, **k: subprocess.CompletedProcess(
+        a, rc, stdout="DOES NOT FIT: lower micro_batch_size", stderr=""))
+    with pytest.raises(real.UsageError, match=message):
+      real.compile_check("configs/tiny.py", slice_)
+  assert "micro_batch_size" in capsys.readouterr().err

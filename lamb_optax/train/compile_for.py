@@ -1,0 +1,326 @@
+"""Compile the trainer's step for a Cloud TPU slice on any machine, and say whether it fits.
+
+``python -m lamb_optax.train --config=C --compile_for=v4-1024 [--compile_report=R.json]`` builds
+the run as the trainer does (:func:`lamb_optax.train.trainer.build` on the devices of a TPU
+*topology* that libtpu describes without a TPU, the slice's hosts as processes), lowers and
+compiles the very ``Trainer.train_step()`` for abstract state and batch (no data, no workdir, no
+parameters materialised), and reports memory per chip against HBM, FLOPs, bytes and collectives
+per step, compile time, and a roofline estimate of the step time. It exits 0 when the step fits,
+1 when it does not (naming the config keys to change), 2 on bad input (before compiling).
+
+The report's counting (see :mod:`lamb_optax.train.program_stats`): XLA's cost analysis counts a
+loop body once, so FLOPs and bytes per step are XLA's figures plus the missing iterations of the
+scans (micro-batches, layers): matmul FLOPs counted in the jaxpr, bytes in the optimized HLO.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import re
+import time
+from typing import Any, Optional
+
+from lamb_optax.train import accelerators
+from lamb_optax.train import config as config_lib
+from lamb_optax.train import program_stats
+
+INSTALL_HINT = "pip install 'lamb_optax[tpu]' (or pip install 'jax[tpu]==<your jax version>')"
+
+
+class CompileForError(ValueError):
+  """Input that cannot be compiled for; raised before any compile, the message says the fix."""
+
+
+@dataclasses.dataclass
+class Report:
+  """What :func:`compile_for` found; :meth:`as_json` is the ``--compile_report`` file."""
+
+  accelerator: str
+  topology: str
+  chips: int
+  hosts: int
+  mesh: dict[str, int]
+  global_batch_size: int
+  micro_batch_size: int
+  num_micro_batches: int
+  fits: bool
+  hbm_per_chip_bytes: float
+  memory_per_chip_bytes: dict[str, float]
+  margin_bytes: float
+  compile_seconds: float
+  flops_per_step: Optional[float] = None
+  flops_per_chip: Optional[float] = None
+  model_flops_per_step: Optional[float] = None
+  bytes_accessed_per_step: Optional[float] = None
+  bytes_accessed_per_chip: Optional[float] = None
+  xla_cost_analysis_per_chip: dict[str, float] = dataclasses.field(default_factory=dict)
+  loops: dict[str, int] = dataclasses.field(default_factory=dict)
+  fusions: Optional[int] = None
+  collectives: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+  estimate: dict[str, Any] = dataclasses.field(default_factory=dict)
+  estimated_step_seconds: Optional[float] = None
+  estimated_mfu: Optional[float] = None
+  error: str = ""
+  advice: str = ""
+
+  def as_json(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+# ------------------------------------------------------------------------------------------------
+# Checks before compiling
+# ------------------------------------------------------------------------------------------------
+def resolve_slice(accelerator_type: str) -> tuple[accelerators.Slice, accelerators.Topology]:
+  """The slice and its topology; an unknown name is a :class:`CompileForError` listing the known."""
+  try:
+    slice_ = accelerators.parse_accelerator(accelerator_type)
+    return slice_, accelerators.topology(slice_)
+  except accelerators.AcceleratorError as e:
+    known = accelerators.known_accelerators()
+    message = str(e) if "Known:" in str(e) else f"{e} Known: {accelerators._summarise(known)}."
+    raise CompileForError(message) from None
+
+
+def check_config(config, slice_: accelerators.Slice) -> config_lib.BatchPlan:
+  """The trainer's own checks for ``slice_``, and a mesh that matches its devices."""
+  try:
+    config_lib.lock(config)
+    config_lib.check_schedule(config)
+  except ValueError as e:
+    raise CompileForError(f"The trainer refuses this config: {e}") from None
+  n = slice_.devices
+  try:
+    config_lib.mesh_shape(dict(config.mesh), n)
+  except ValueError as e:
+    raise CompileForError(
+        f"{slice_.accelerator_type} has {n} JAX devices ({slice_.chips} chips), which config.mesh "
+        f"{dict(config.mesh)} does not fit: {e} {_mesh_hint(config, n)}") from None
+  try:
+    data_parallel = config_lib.data_parallel_size(dict(config.mesh), n)
+    return config_lib.plan_batches(config, data_parallel, slice_.vms)
+  except ValueError as e:
+    raise CompileForError(f"The trainer refuses this config on {slice_.accelerator_type} "
+                          f"({n} devices, {slice_.vms} hosts): {e}") from None
+
+
+def _mesh_hint(config, n: int) -> str:
+  fsdp, tensor = int(config.mesh.fsdp), int(config.mesh.tensor)
+  if fsdp > 0 and tensor > 0 and n % (fsdp * tensor) == 0:
+    return (f"This would: --config.mesh.data=-1 --config.mesh.fsdp={fsdp} "
+            f"--config.mesh.tensor={tensor} (data = {n // (fsdp * tensor)}).")
+  return f"This would: --config.mesh.data=-1 --config.mesh.fsdp=1 --config.mesh.tensor=1 (data = {n})."
+
+
+def check_libtpu() -> None:
+  if importlib.util.find_spec("libtpu") is None:
+    raise CompileForError(f"Compiling for a TPU needs libtpu, which is not installed: {INSTALL_HINT}.")
+
+
+def topology_devices(slice_: accelerators.Slice, topo: accelerators.Topology) -> list[Any]:
+  """The devices of ``topo`` as libtpu describes it, on a machine without a TPU."""
+  check_libtpu()
+  # Off a TPU VM libtpu looks for TPU metadata and a lock; these keep it quiet and let a
+  # compile-only process run beside one that holds the lock (nothing here touches a TPU).
+  os.environ.setdefault("TPU_ACCELERATOR_TYPE", slice_.accelerator_type)
+  os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+  from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+  kwargs = {"chip_config_name": topo.chip_config_name} if topo.chip_config_name else {}
+  if topo.chips_per_host_bounds:
+    kwargs["chips_per_host_bounds"] = list(topo.chips_per_host_bounds)
+  desc = topologies.get_topology_desc(topology_name=topo.name, platform="tpu", **kwargs)
+  devices = list(desc.devices)
+  if len(devices) != slice_.devices:
+    raise CompileForError(f"libtpu's {topo.name} has {len(devices)} devices, but "
+                          f"{slice_.accelerator_type} should have {slice_.devices}.")
+  return devices
+
+
+# ------------------------------------------------------------------------------------------------
+# Compile and count
+# ------------------------------------------------------------------------------------------------
+def compile_for(config, accelerator_type: str) -> Report:
+  """Compiles the trainer's step for ``accelerator_type``; raises :class:`CompileForError` on bad
+  input, returns a :class:`Report` (``fits`` False on an out-of-memory compile too)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from lamb_optax.train import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
+  slice_, topo = resolve_slice(accelerator_type)
+  plan = check_config(config, slice_)
+  devices = topology_devices(slice_, topo)
+  try:
+    trainer = trainer_lib.build(config, None, devices=devices, process_count=slice_.vms)
+  except ValueError as e:
+    raise CompileForError(f"The trainer refuses this config on {accelerator_type}: {e}") from None
+  gen = accelerators.GENERATIONS[slice_.generation]
+  report = Report(
+      accelerator=accelerator_type, topology=topo.name, chips=slice_.chips, hosts=slice_.vms,
+      mesh=dict(trainer.mesh.shape), global_batch_size=plan.global_batch_size,
+      micro_batch_size=plan.micro_batch_size, num_micro_batches=plan.num_micro_batches,
+      fits=False, hbm_per_chip_bytes=gen.hbm_bytes_per_chip or 0.0, memory_per_chip_bytes={},
+      margin_bytes=0.0, compile_seconds=0.0)
+  start = time.perf_counter()
+  with jax.set_mesh(trainer.mesh):
+    traced = trainer.train_step().trace(trainer.abstract_state(), trainer.abstract_batch())
+    try:
+      compiled = traced.lower().compile()
+    except Exception as e:  # pylint: disable=broad-except
+      if "RESOURCE_EXHAUSTED" not in str(e):
+        raise
+      report.compile_seconds = time.perf_counter() - start
+      report.error = _first_line(str(e))
+      report.memory_per_chip_bytes = _memory_from_error(str(e))
+      report.advice = advice(config, report)
+      return report
+  report.compile_seconds = time.perf_counter() - start
+  _add_memory(report, compiled)
+  _add_costs(report, trainer, traced.jaxpr, compiled, len(devices))
+  _add_estimate(report, gen)
+  if not report.fits:
+    report.advice = advice(config, report)
+  return report
+
+
+def _first_line(text: str) -> str:
+  lines = [l for l in text.splitlines() if "RESOURCE_EXHAUSTED" in l]
+  return (lines[0] if lines else text.splitlines()[0]).strip()[:500]
+
+
+def _memory_from_error(text: str) -> dict[str, float]:
+  """XLA:TPU says e.g. "Used 20.58G of 15.48G hbm" or "memory required for HLO temporaries
+  (20.13G) exceeds available HBM (15.75G)": what it would have needed, and had."""
+  m = (re.search(r"Used ([\d.]+)([KMGT]) of ([\d.]+)([KMGT]) hbm", text) or
+       re.search(r"required for [\w ]+\(([\d.]+)([KMGT])\) exceeds available HBM \(([\d.]+)([KMGT])\)",
+                 text))
+  if not m:
+    return {}
+  scale = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+  return {"total": float(m.group(1)) * scale[m.group(2)],
+          "usable": float(m.group(3)) * scale[m.group(4)]}
+
+
+def _add_memory(report: Report, compiled) -> None:
+  """Per-chip memory from XLA's buffer assignment: what the step needs at its peak is its
+  arguments and outputs (less the donated ones they share), temporaries and the program."""
+  m = compiled.memory_analysis()
+  mem = {"arguments": m.argument_size_in_bytes, "outputs": m.output_size_in_bytes,
+         "aliased": m.alias_size_in_bytes, "temporaries": m.temp_size_in_bytes,
+         "generated_code": m.generated_code_size_in_bytes}
+  mem["total"] = (mem["arguments"] + mem["outputs"] - mem["aliased"] + mem["temporaries"]
+                  + mem["generated_code"])
+  report.memory_per_chip_bytes = {k: float(v) for k, v in mem.items()}
+  report.margin_bytes = report.hbm_per_chip_bytes - mem["total"]
+  report.fits = report.margin_bytes >= 0
+
+
+def _add_costs(report: Report, trainer, jaxpr, compiled, devices: int) -> None:
+  """FLOPs and bytes per step: XLA's once-per-loop-body figures plus the missing iterations."""
+  cost = compiled.cost_analysis()
+  cost = (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
+  xla_flops, xla_bytes = float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
+  report.xla_cost_analysis_per_chip = {"flops": xla_flops, "bytes_accessed": xla_bytes}
+  dot_flops, dot_flops_once = program_stats.jaxpr_dot_flops(jaxpr)
+  hlo = program_stats.analyse(compiled.as_text())
+  per_chip_flops = xla_flops + (dot_flops - dot_flops_once) / devices
+  per_chip_bytes = xla_bytes + (hlo.bytes - hlo.bytes_once)
+  report.flops_per_chip, report.flops_per_step = per_chip_flops, per_chip_flops * devices
+  report.bytes_accessed_per_chip = per_chip_bytes
+  report.bytes_accessed_per_step = per_chip_bytes * devices
+  report.model_flops_per_step = trainer.task.flops_per_example() * report.global_batch_size
+  report.loops = {k: v for k, v in hlo.while_loops.items()}
+  report.fusions = hlo.fusions
+  report.collectives = hlo.collectives
+
+
+def _add_estimate(report: Report, gen: accelerators.Generation) -> None:
+  """A roofline: each resource's time alone; the step takes at least the largest of them."""
+  ici_bytes = sum(v["bytes"] * (2 if op == "all-reduce" else 1)  # a ring all-reduce sends ~2x
+                  for op, v in report.collectives.items())
+  seconds = {
+      "compute": report.flops_per_chip / gen.peak_bf16_flops_per_chip,
+      "hbm": report.bytes_accessed_per_chip / gen.hbm_bandwidth_per_chip,
+      "ici": ici_bytes / gen.ici_bandwidth_per_chip if gen.ici_bandwidth_per_chip else None,
+  }
+  known = [s for s in seconds.values() if s is not None]
+  step = max(known)
+  report.estimated_step_seconds = step
+  report.estimated_mfu = report.model_flops_per_step / (
+      report.chips * gen.peak_bf16_flops_per_chip * step)
+  report.estimate = {
+      "kind": "roofline estimate, not a measurement: max of compute, HBM and ICI time per chip "
+              "(perfect overlap); the sum is the no-overlap bound",
+      "seconds": seconds, "no_overlap_seconds": sum(known), "ici_bytes_per_chip": ici_bytes,
+      "peak_bf16_flops_per_chip": gen.peak_bf16_flops_per_chip,
+      "hbm_bandwidth_per_chip": gen.hbm_bandwidth_per_chip,
+      "ici_bandwidth_per_chip": gen.ici_bandwidth_per_chip,
+      "bound": max((k for k, v in seconds.items() if v is not None), key=lambda k: seconds[k]),
+  }
+
+
+def advice(config, report: Report) -> str:
+  """What to change when the step does not fit: the config keys, with their current values."""
+  b, remat = report.micro_batch_size, config.model.remat
+  fsdp, tensor = report.mesh.get("fsdp", 1), report.mesh.get("tensor", 1)
+  tips = [f"lower micro_batch_size (now {b}; e.g. --config.micro_batch_size={max(1, b // 2)}: "
+          "more micro-batches, the same global batch)"]
+  if remat != "full":
+    nxt = "dots" if remat == "none" else "full"
+    tips.append(f"recompute activations with model.remat (now {remat!r}; "
+                f"--config.model.remat={nxt})")
+  tips.append(f"shard parameters and optimizer state over the mesh's fsdp axis (now {fsdp}; "
+              "e.g. --config.mesh.fsdp=8) or tensor axis (now "
+              f"{tensor}; --config.mesh.tensor=2..8)")
+  return "Does not fit: " + "; or ".join(tips) + "."
+
+
+# ------------------------------------------------------------------------------------------------
+# Output
+# ------------------------------------------------------------------------------------------------
+def _gb(x: Optional[float]) -> str:
+  return "?" if x is None else f"{x / 2**30:.2f} GiB"
+
+
+def summary(report: Report) -> str:
+  """The report as a few readable lines."""
+  r, m = report, report.memory_per_chip_bytes
+  lines = [f"{r.accelerator} ({r.topology}, {r.chips} chips, {r.hosts} host(s)), mesh {r.mesh}: "
+           f"global batch {r.global_batch_size} = {r.micro_batch_size} per device x "
+           f"{r.num_micro_batches} micro-batch(es); compiled in {r.compile_seconds:.1f} s"]
+  if r.error:
+    lines.append(f"compile failed: {r.error}")
+  if m:
+    parts = ", ".join(f"{k} {_gb(v)}" for k, v in m.items() if k != "total")
+    lines.append(f"memory per chip: {_gb(m.get('total'))} of {_gb(r.hbm_per_chip_bytes)} HBM "
+                 f"({parts})")
+  verdict = "FITS" if r.fits else "DOES NOT FIT"
+  lines.append(f"{verdict}: margin {_gb(r.margin_bytes) if not r.error else '?'} per chip")
+  if r.flops_per_step is not None:
+    lines.append(f"per step: {r.flops_per_step:.3e} FLOPs (model count {r.model_flops_per_step:.3e}),"
+                 f" {r.bytes_accessed_per_step:.3e} bytes accessed (whole slice); loops {r.loops}")
+    coll = ", ".join(f"{op} {v['count']}x {v['bytes'] / 2**20:.1f} MiB"
+                     for op, v in r.collectives.items()) or "none"
+    lines.append(f"collectives per chip per step: {coll}")
+    s = r.estimate["seconds"]
+    ici = "n/a" if s["ici"] is None else f"{s['ici']:.4f}"
+    lines.append(f"ESTIMATE (roofline, not measured): step >= {r.estimated_step_seconds:.4f} s "
+                 f"(compute {s['compute']:.4f}, HBM {s['hbm']:.4f}, ICI {ici}; "
+                 f"{r.estimate['bound']}-bound), MFU <= {r.estimated_mfu:.0%}")
+  if r.advice:
+    lines.append(r.advice)
+  return "\n".join(lines)
+
+
+def main(config, accelerator_type: str, report_path: Optional[str] = None) -> int:
+  """``--compile_for``: prints the report, writes it as JSON; 0 fits, 1 does not, 2 bad input."""
+  try:
+    report = compile_for(config, accelerator_type)
+  except CompileForError as e:
+    print(f"compile_for: error: {e}")
+    return 2
+  print(summary(report))
+  if report_path:
+    with open(report_path, "w") as f:
+      json.dump(report.as_json(), f, indent=2)
+  return 0 if report.fits else 1

@@ -1,0 +1,121 @@
+"""Compiling the trainer's step for Cloud TPU slices on a machine without a TPU (libtpu's
+topologies): each generation's smallest slice, the FLOP count against the task's, memory growing
+with the micro-batch, a config that cannot fit, and bad input refused before any compile.
+
+A shrunk tiny BERT (sequence 32, no dropout: XLA:TPU spends minutes compiling dropout's random
+bits) keeps each compile to about a minute on a loaded 2-core machine. Tests that compile skip
+where libtpu cannot be imported; the bad-input tests need no libtpu.
+"""
+
+import importlib.util
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from lamb_optax.train import accelerators
+from lamb_optax.train import compile_for
+from lamb_optax.train import config as config_lib
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+needs_libtpu = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
+                                  reason="libtpu is not installed (pip install 'lamb_optax[tpu]')")
+
+
+def small_config(micro_batch_size=8, global_batch_size=64):
+  config = config_lib.load(str(ROOT / "configs" / "tiny.py"))
+  config.model.overrides.hidden_dropout = 0.0
+  config.model.overrides.attention_dropout = 0.0
+  config.data.max_seq_length = 32
+  config.data.max_predictions_per_seq = 4
+  config.global_batch_size = global_batch_size
+  config.micro_batch_size = micro_batch_size
+  config.eval_batch_size = 0
+  return config
+
+
+@pytest.fixture(autouse=True)
+def _subprocess_env(monkeypatch):
+  monkeypatch.setenv("PYTHONPATH", str(ROOT))
+
+
+@pytest.mark.parametrize("accel, topology", [
+    ("v4-8", "v4:2x2x1"), ("v4-1024", "v4:8x8x8"), ("v5p-8", "v5p:2x2x1"),
+    ("v5litepod-4", "v5e:2x2"), ("v5litepod-256", "v5e:16x16"), ("v6e-4", "v6e:2x2"),
+    ("v6e-64", "v6e:8x8"), ("v4-128", "v4:4x4x4"), ("v5p-3456", "v5p:12x12x12")])
+def test_topology_names(accel, topology):
+  assert accelerators.parse_accelerator(accel).topology.name == topology
+
+
+@pytest.mark.parametrize("accel", ["v4-24", "v3-8", "v7x-8", "tpu"])
+def test_unknown_accelerator_lists_the_known(accel):
+  with pytest.raises(compile_for.CompileForError, match="v5litepod-4"):
+    compile_for.resolve_slice(accel)
+
+
+def test_mesh_that_does_not_match_says_what_would():
+  config = small_config()
+  config.mesh.data, config.mesh.tensor = 8, 1
+  with pytest.raises(compile_for.CompileForError, match=r"4 JAX devices.*mesh.data=-1"):
+    compile_for.check_config(config, accelerators.parse_accelerator("v4-8"))
+
+
+def test_config_failing_its_own_checks_is_the_trainers_error():
+  config = small_config()
+  config.warmup_steps = 10**6
+  with pytest.raises(compile_for.CompileForError, match="warmup_steps"):
+    compile_for.check_config(config, accelerators.parse_accelerator("v4-8"))
+
+
+def test_missing_libtpu_says_how_to_install(monkeypatch):
+  monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+  with pytest.raises(compile_for.CompileForError, match=r"lamb_optax\[tpu\]"):
+    compile_for.check_libtpu()
+
+
+@needs_libtpu
+@pytest.mark.parametrize("accel", ["v4-8", "v5litepod-4", "v5p-8", "v6e-4"])
+def test_tiny_compiles_for_each_generation(accel):
+  report = compile_for.compile_for(small_config(), accel)
+  assert report.fits and report.chips == 4 and report.num_micro_batches == 2
+  mem = report.memory_per_chip_bytes
+  assert 0 < mem["total"] < report.hbm_per_chip_bytes
+  assert report.collectives.get("all-reduce", {}).get("count", 0) > 0  # data-parallel grads
+  # XLA's cost analysis counts the micro-batch loop's body once; the report counts both trips.
+  assert list(report.loops.values()) == [2]
+  assert report.flops_per_chip > report.xla_cost_analysis_per_chip["flops"]
+  assert report.flops_per_step == pytest.approx(report.model_flops_per_step, rel=0.15)
+  assert 0 < report.estimated_mfu <= 1 and report.estimated_step_seconds > 0
+
+
+@needs_libtpu
+def test_larger_micro_batch_grows_temporaries():
+  small = compile_for.compile_for(small_config(micro_batch_size=4), "v5litepod-4")
+  large = compile_for.compile_for(small_config(micro_batch_size=16), "v5litepod-4")
+  assert (large.memory_per_chip_bytes["temporaries"]
+          > small.memory_per_chip_bytes["temporaries"])
+
+
+@needs_libtpu
+def test_config_that_cannot_fit_is_refused(tmp_path):
+  """A 16 GB v5e chip and a micro-batch of 4,096 sequences of 512 tokens: the CLI exits 1 and
+  names micro_batch_size."""
+  report_path = tmp_path / "report.json"
+  out = subprocess.run(
+      [sys.executable, "-m", "lamb_optax.train", f"--config={ROOT / 'configs' / 'tiny.py'}",
+       "--compile_for=v5litepod-1", f"--compile_report={report_path}",
+       "--config.model.overrides.hidden_dropout=0.0",
+       "--config.model.overrides.attention_dropout=0.0", "--config.data.max_seq_length=512",
+       "--config.global_batch_size=4096", "--config.micro_batch_size=4096",
+       "--config.eval_batch_size=0"],
+      capture_output=True, text=True, cwd=ROOT, check=False)
+  assert out.returncode == 1, out.stdout + out.stderr[-3000:]
+  assert "DOES NOT FIT" in out.stdout and "micro_batch_size" in out.stdout
+  report = json.loads(report_path.read_text())
+  assert report["fits"] is False and report["accelerator"] == "v5litepod-1"
+  for key in ("chips", "hbm_per_chip_bytes", "memory_per_chip_bytes", "flops_per_step",
+              "bytes_accessed_per_step", "collectives", "compile_seconds",
+              "estimated_step_seconds", "estimated_mfu"):
+    assert key in report
