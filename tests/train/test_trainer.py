@@ -1,9 +1,11 @@
 """The trainer end to end, in fresh processes: data parallelism, accumulation, multi-host, resume.
 
 These are the issue's must-shows: the same global batch and seed give the same losses on
-1 process x 4 devices, 2 processes x 2 devices (real ``jax.distributed`` over gloo on 127.0.0.1)
-and 1 device with 4 micro-batches; a run killed with SIGKILL and restarted continues with
-bit-identical losses.
+1 process x 4 devices and 2 processes x 2 devices (real ``jax.distributed`` over gloo on
+127.0.0.1) with dropout on (each host loads its contiguous block of rows, so the global batch is
+the same ordered array and every row gets the same dropout mask), and on 1 device with 4
+micro-batches (dropout off: micro-batches draw their own dropout keys); a run killed with SIGKILL
+and restarted continues with bit-identical losses.
 """
 
 import os
@@ -50,17 +52,20 @@ def test_run_logs_every_metric_and_learns(reference):
   assert sorted(os.listdir(os.path.join(reference, "checkpoints")))[-1] == "8"
 
 
-def test_accumulation_matches_data_parallelism(reference, tmp_path, data_dir):
-  """1 device with 4 micro-batches of 4 == 4 devices with one micro-batch of 4 each."""
-  workdir = str(tmp_path / "accumulate")
-  trainer_runs.run(workdir, {"micro_batch_size": 4}, data_dir, devices=1)
-  expected, got = trainer_runs.losses(reference), trainer_runs.losses(workdir)
+def test_accumulation_matches_data_parallelism(tmp_path, data_dir):
+  """1 device with 4 micro-batches of 4 == 4 devices with one micro-batch of 4 each (dropout off:
+  each micro-batch folds its index into the dropout key, so their masks differ by design)."""
+  parallel, accumulate = str(tmp_path / "parallel"), str(tmp_path / "accumulate")
+  overrides = {"micro_batch_size": 4, **trainer_runs.NO_DROPOUT}
+  trainer_runs.run(parallel, overrides, data_dir, devices=4)
+  trainer_runs.run(accumulate, overrides, data_dir, devices=1)
+  expected, got = trainer_runs.losses(parallel), trainer_runs.losses(accumulate)
   np.testing.assert_allclose([got[s] for s in sorted(expected)],
                              [expected[s] for s in sorted(expected)], rtol=2e-5)
 
 
 def test_two_processes_match_one(reference, tmp_path, data_dir):
-  """2 processes x 2 devices (jax.distributed, gloo) == 1 process x 4 devices."""
+  """2 processes x 2 devices (jax.distributed, gloo) == 1 process x 4 devices, dropout on."""
   workdir = str(tmp_path / "multihost")
   trainer_runs.run_multiprocess(workdir, {"micro_batch_size": 4}, data_dir, processes=2,
                                 devices_per_process=2)
