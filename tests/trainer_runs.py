@@ -103,3 +103,18 @@ def run_multiprocess(workdir: str, overrides: dict, data_dir: str, *, processes:
     if p.returncode:
       raise AssertionError(f"process failed ({p.returncode}):\n{(err or '')[-4000:]}")
   return outputs
+
+
+def small_config(data_dir: str, **changes):
+  """The SMALL run as a config object, for in-process runs on the 8 fake devices of the test
+  process (micro-batches of 2 make the global batch of 16)."""
+  import configs.tiny as tiny_config  # pylint: disable=g-import-not-at-top
+  config = tiny_config.get_config()
+  for key, value in {**SMALL, "micro_batch_size": 2, "data.data_dir": data_dir,
+                     **changes}.items():
+    *parents, leaf = key.split(".")
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return config
