@@ -19,6 +19,7 @@ import ml_collections
 
 from lamb_optax import sharding
 from lamb_optax.train import checkpoint as checkpoint_lib
+from lamb_optax.train import distributed
 from lamb_optax.train import metrics as metrics_lib
 from lamb_optax.train import trainer as trainer_lib
 from lamb_optax.train import workdir as workdir_lib
@@ -175,6 +176,7 @@ def _compile(train_step, state, batch, writer):
   """Compiles the step ahead of time, to report its compile time and device memory."""
   start = time.perf_counter()
   compiled = train_step.lower(state, batch).compile()
+  distributed.barrier("train_step_compiled")  # hosts compile at different speeds
   message = f"Compiled the train step in {time.perf_counter() - start:.1f} s"
   memory = compiled.memory_analysis()
   if memory is not None:
