@@ -155,10 +155,12 @@ def _kill_and_resume(reference, workdir, data_dir, kills, seed):
     try:
       start = _last_step(workdir)
       if kill % 2 == 0:
-        _wait_until(lambda: _last_step(workdir) > start and _saving(workdir), process, 600)
+        assert _wait_until(lambda: _last_step(workdir) > start and _saving(workdir), process,
+                           600), "the run ended before it was seen saving"
       else:
-        _wait_until(lambda: _last_step(workdir) > start, process, 600)
+        assert _wait_until(lambda: _last_step(workdir) > start, process, 600), "no new step"
         time.sleep(rng.uniform(0.0, 1.5))
+      assert process.poll() is None, "the run ended before the kill"
       process.send_signal(signal.SIGKILL)
       process.wait(timeout=30)
     finally:
