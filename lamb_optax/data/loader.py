@@ -7,13 +7,13 @@ state works with ``grain.checkpoint.CheckpointSave``/``CheckpointRestore`` under
 Sharding, training: the *whole* dataset (cut to a multiple of the host count) is shuffled with
 the run's seed and repeated; global batch ``j`` is positions ``[jG, (j+1)G)`` of that one stream
 (``G = n·B``, ``B`` rows per host), and host ``k`` of ``n`` takes the contiguous block
-``[jG + kB, jG + (k+1)B)`` of it. That is the block of rows ``jax.make_array_from_process_local_data``
-gives host ``k`` when the batch is sharded over a data axis whose devices are ordered by process
-(``lamb_optax.sharding.to_global`` checks this), so the global batch is the same *ordered* array
-whatever ``n`` is: row ``r`` holds the same example, and so gets the same dropout mask, on any
-layout (the trainer's multi-host test relies on this). Each host decodes only its own examples;
-shards are disjoint, equally long (hosts stay in lockstep) and together cover all but at most
-``n·B - 1`` examples per epoch.
+``[jG + kB, jG + (k+1)B)`` of it. That is the block of rows that
+``jax.make_array_from_process_local_data`` gives host ``k`` when the batch is sharded over data
+axes whose devices are ordered by process (``lamb_optax.sharding.to_global`` checks this), so the
+global batch is the same *ordered* array whatever ``n`` is: row ``r`` holds the same example, and
+so gets the same dropout mask, on any layout (the trainer's multi-host test relies on this). Each
+host decodes only its own examples; shards are disjoint, equally long (hosts stay in lockstep)
+and together cover all but at most ``n·B - 1`` examples per epoch.
 
 Dynamic masking draws a new mask for every element from a generator seeded by
 ``(seed, position in the global stream)``; the position encodes the epoch, so each epoch gets

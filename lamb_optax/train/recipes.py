@@ -56,9 +56,9 @@ def build_optimizer(
   # The schedule and the stacked axes come from the config and the task, never from kwargs.
   unknown = sorted(set(kwargs) - set(known) | set(kwargs) & {"learning_rate", "stacked_axes"})
   if unknown:
-    raise ValueError(f"optimizer.kwargs {unknown} are not arguments of {name}; it takes "
-                     f"{sorted(k for k in known if k not in ('learning_rate', 'stacked_axes'))} (the "
-                     "learning rate is config.learning_rate).")
+    takes = sorted(k for k in known if k not in ("learning_rate", "stacked_axes"))
+    raise ValueError(f"optimizer.kwargs {unknown} are not arguments of {name}; it takes {takes} "
+                     "(the learning rate is config.learning_rate).")
   for key, value in kwargs.items():
     _check_kwarg_type(name, key, value, known[key].annotation)
   try:
