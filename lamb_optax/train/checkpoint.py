@@ -257,7 +257,7 @@ def restore_params(source: str, abstract_params: PyTree) -> PyTree:
     directory = directory / "checkpoints"
   manager = ocp.CheckpointManager(
       directory, options=ocp.CheckpointManagerOptions(create=False, read_only=True),
-      item_handlers={"state": ocp.StandardCheckpointHandler(),
+      item_handlers={"state": ocp.PyTreeCheckpointHandler(),  # a partial restore (params only)
                      "data": grain.checkpoint.CheckpointHandler()})
   try:
     step = manager.latest_step()
