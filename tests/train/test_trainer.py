@@ -231,4 +231,7 @@ def test_a_sigkilled_trainer_leaves_no_grain_worker(tmp_path, data_dir):
   deadline = time.time() + 20
   while time.time() < deadline and any(_alive(p) for p in workers):
     time.sleep(0.2)
-  assert not [p for p in workers if _alive(p)], "Grain workers outlived the killed trainer"
+  survivors = [p for p in workers if _alive(p)]
+  for pid in survivors:  # leave no orphan behind, even when failing
+    os.kill(pid, signal.SIGKILL)
+  assert not survivors, "Grain workers outlived the killed trainer"
