@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Union
@@ -300,6 +301,32 @@ def like_params(tree: Any, params: Any, param_shardings: Any, default: jax.shard
 def to_global(local_batch: Mapping[str, Any], batch_sharding: jax.sharding.Sharding
               ) -> dict[str, jax.Array]:
   """Assembles every process's rows of a batch into global arrays laid out by ``batch_sharding``
-  (``jax.make_array_from_process_local_data``)."""
-  return {name: jax.make_array_from_process_local_data(batch_sharding, np.asarray(value))
-          for name, value in local_batch.items()}
+  (``jax.make_array_from_process_local_data``).
+
+  Process ``k`` of ``n`` must hold rows ``[kB, (k+1)B)`` of the global batch (``B`` local rows),
+  as the loader gives them, so that the global array is the same ordered array for any ``n``.
+  Raises a ValueError if the sharding gives this process other rows (devices not ordered by
+  process along the batch axes); checked once per sharding and size.
+  """
+  arrays = {name: np.asarray(value) for name, value in local_batch.items()}
+  if arrays and jax.process_count() > 1:
+    rows = next(iter(arrays.values())).shape[0]
+    _check_process_rows(batch_sharding, rows * jax.process_count(), jax.process_index())
+  return {name: jax.make_array_from_process_local_data(batch_sharding, value)
+          for name, value in arrays.items()}
+
+
+@functools.lru_cache(maxsize=64)
+def _check_process_rows(batch_sharding: jax.sharding.Sharding, global_rows: int,
+                        process: int) -> None:
+  """Checks this process's devices hold the contiguous rows block ``process`` (see to_global)."""
+  indices = batch_sharding.addressable_devices_indices_map((global_rows,)).values()
+  held = sorted({r for index in indices for r in range(*index[0].indices(global_rows))})
+  block = global_rows // jax.process_count()
+  if held != list(range(process * block, (process + 1) * block)):
+    span = f"[{held[0]}, {held[-1] + 1})" if held else "none"
+    raise ValueError(
+        f"Process {process} holds rows {span} ({len(held)} rows) of the global batch of "
+        f"{global_rows}, not the block [{process * block}, {(process + 1) * block}) that its "
+        "data loader reads: the mesh's batch axes must list the devices process by process "
+        "(jax.make_mesh over jax.devices() does). Build the mesh from devices in process order.")

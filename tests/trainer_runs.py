@@ -7,19 +7,25 @@ import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 from typing import Optional
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-# A run small enough for the test suite: tiny BERT, 8 steps, no dropout (so that runs on
-# different device layouts must agree), the embedded corpus cut to a few documents.
+# A run small enough for the test suite: tiny BERT (with its default dropout: a global batch is
+# the same ordered array on any layout, so layouts agree with dropout on), 8 steps, the embedded
+# corpus cut to a few documents.
 SMALL = {
     "num_train_steps": 8, "warmup_steps": 2, "global_batch_size": 16, "micro_batch_size": 4,
     "log_every_steps": 1, "eval_every_steps": 4, "eval_batches": 1, "eval_batch_size": 16,
     "checkpoint_every_steps": 2,
     "learning_rate": 5e-3, "data.embedded_max_documents": 60,
-    "model.overrides.hidden_dropout": 0.0, "model.overrides.attention_dropout": 0.0,
 }
+NO_DROPOUT = {"model.overrides.hidden_dropout": 0.0, "model.overrides.attention_dropout": 0.0}
+
+# Runs of the same config and device count share compiled steps through JAX's persistent cache
+# (same executable, so the same bits): restarts in the fault-injection tests skip the compile.
+COMPILATION_CACHE = os.path.join(tempfile.gettempdir(), f"lamb_optax_tests_jax_cache_{os.getuid()}")
 
 
 def command(workdir: str, overrides: dict, data_dir: str, extra: tuple[str, ...] = ()) -> list[str]:
@@ -33,11 +39,13 @@ def environment(devices: int) -> dict[str, str]:
   env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+  env["JAX_COMPILATION_CACHE_DIR"] = COMPILATION_CACHE
+  env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "1"
   return env
 
 
 def run(workdir: str, overrides: dict, data_dir: str, *, devices: int = 1,
-        extra: tuple[str, ...] = (), timeout: int = 300, check: bool = True
+        extra: tuple[str, ...] = (), timeout: int = 900, check: bool = True
         ) -> subprocess.CompletedProcess:
   result = subprocess.run(command(workdir, overrides, data_dir, extra), env=environment(devices),
                           capture_output=True, text=True, timeout=timeout, cwd=ROOT)
@@ -75,7 +83,7 @@ def free_port() -> int:
 
 
 def run_multiprocess(workdir: str, overrides: dict, data_dir: str, *, processes: int,
-                     devices_per_process: int, timeout: int = 300) -> list[str]:
+                     devices_per_process: int, timeout: int = 900) -> list[str]:
   address = f"127.0.0.1:{free_port()}"
   procs = [subprocess.Popen(
       command(workdir, overrides, data_dir,
@@ -95,3 +103,18 @@ def run_multiprocess(workdir: str, overrides: dict, data_dir: str, *, processes:
     if p.returncode:
       raise AssertionError(f"process failed ({p.returncode}):\n{(err or '')[-4000:]}")
   return outputs
+
+
+def small_config(data_dir: str, **changes):
+  """The SMALL run as a config object, for in-process runs on the 8 fake devices of the test
+  process (micro-batches of 2 make the global batch of 16)."""
+  import configs.tiny as tiny_config  # pylint: disable=g-import-not-at-top
+  config = tiny_config.get_config()
+  for key, value in {**SMALL, "micro_batch_size": 2, "data.data_dir": data_dir,
+                     **changes}.items():
+    *parents, leaf = key.split(".")
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return config

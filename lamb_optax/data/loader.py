@@ -5,11 +5,15 @@ iterator's state is one position, ``get_state()``/``set_state()`` resume exactly
 state works with ``grain.checkpoint.CheckpointSave``/``CheckpointRestore`` under Orbax.
 
 Sharding, training: the *whole* dataset (cut to a multiple of the host count) is shuffled with
-the run's seed, repeated, and host ``k`` of ``n`` takes positions ``k, k + n, k + 2n, ...`` of
-that one stream. Each host decodes only its own examples, yet global batch ``j`` holds the same
-examples whatever ``n`` is: a run's data does not depend on how many hosts it ran on (the
-trainer's multi-host test relies on this). Shards are disjoint, equally long (hosts stay in
-lockstep) and together cover all but at most ``n - 1`` examples per epoch.
+the run's seed and repeated; global batch ``j`` is positions ``[jG, (j+1)G)`` of that one stream
+(``G = n·B``, ``B`` rows per host), and host ``k`` of ``n`` takes the contiguous block
+``[jG + kB, jG + (k+1)B)`` of it. That is the block of rows that
+``jax.make_array_from_process_local_data`` gives host ``k`` when the batch is sharded over data
+axes whose devices are ordered by process (``lamb_optax.sharding.to_global`` checks this), so the
+global batch is the same *ordered* array whatever ``n`` is: row ``r`` holds the same example, and
+so gets the same dropout mask, on any layout (the trainer's multi-host test relies on this). Each
+host decodes only its own examples; shards are disjoint, equally long (hosts stay in lockstep)
+and together cover all but at most ``n·B - 1`` examples per epoch.
 
 Dynamic masking draws a new mask for every element from a generator seeded by
 ``(seed, position in the global stream)``; the position encodes the epoch, so each epoch gets
@@ -22,9 +26,9 @@ new masks, a resumed run the same ones, and the masks do not depend on the host 
 >>> first = next(it); state = it.get_state(); second = next(it)
 >>> it.set_state(state); bool((next(it)["input_ids"] == second["input_ids"]).all())
 True
->>> sorted(int(b["input_ids"][0, 0]) for b in eval_batches(
-...     source, batch_size=2, shard_index=1, shard_count=2, num_batches=2))
-[1, 5]
+>>> [b["input_ids"][:, 0].tolist() for b in eval_batches(
+...     source, batch_size=2, shard_index=1, shard_count=2, num_batches=2)]
+[[2, 3], [6, 7]]
 """
 
 from __future__ import annotations
@@ -121,8 +125,7 @@ def train_batches(source: Any, *, batch_size: int, seed: int, shard_index: int,
     ds = ds.map_with_index(_Remask(seed, vocab_size, special, continuation, dynamic_masking))
   if transform is not None:
     ds = ds.map_with_index(transform)
-  ds = ds[shard_index::shard_count]  # after shuffling: see the module docstring
-  ds = ds.batch(batch_size, drop_remainder=True)
+  ds = _host_blocks(ds, batch_size, shard_index, shard_count)  # after shuffling: module docstring
   it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=prefetch_threads,
                                                prefetch_buffer_size=prefetch_buffer))
   if worker_count > 0:
@@ -133,6 +136,18 @@ def train_batches(source: Any, *, batch_size: int, seed: int, shard_index: int,
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count),
                               worker_init_fn=functools.partial(_die_with_parent, os.getpid()))
   return it_ds
+
+
+def _host_blocks(ds: grain.MapDataset, batch_size: int, shard_index: int,
+                 shard_count: int) -> grain.MapDataset:
+  """Batches of ``batch_size`` consecutive elements; host ``k`` of ``n`` takes batches ``k, k + n,
+  ...``: its contiguous block of rows of every global batch of ``n * batch_size`` rows.
+
+  ``batch`` is lazy on a ``MapDataset``, so each host reads only its own elements. The count is
+  cut to a multiple of ``n`` so that every host has as many batches (lockstep).
+  """
+  ds = ds.batch(batch_size, drop_remainder=True)
+  return ds[:len(ds) // shard_count * shard_count][shard_index::shard_count]
 
 
 def _die_with_parent(parent_pid: int, *worker_args: int) -> None:
@@ -161,19 +176,23 @@ _PARENT_POLL_SECONDS = 0.5
 
 def eval_batches(source: Any, *, batch_size: int, shard_index: int, shard_count: int,
                  num_batches: int) -> list[Batch]:
-  """The first ``num_batches`` batches of this host's shard: fixed order, stored masks.
+  """This host's rows of the first ``num_batches`` global batches: fixed order, stored masks.
 
   Raises:
     ValueError: the shard holds fewer than ``num_batches * batch_size`` examples.
   """
-  ds = shard(source, shard_index, shard_count)
+  if not 0 <= shard_index < shard_count:
+    raise ValueError(f"shard_index must be in [0, shard_count={shard_count}), got {shard_index}.")
+  ds = source if isinstance(source, grain.MapDataset) else grain.MapDataset.source(source)
+  per_host = len(ds) // shard_count
   needed = num_batches * batch_size
-  if len(ds) < needed:
+  if per_host < needed:
     raise ValueError(
-        f"Shard {shard_index} of {shard_count} holds {len(ds)} held-out examples, fewer than "
+        f"Shard {shard_index} of {shard_count} holds {per_host} held-out examples, fewer than "
         f"num_batches * batch_size = {num_batches} * {batch_size} = {needed}: lower "
         "eval_batches or the batch size, or hold out more data.")
-  batched = ds.batch(batch_size, drop_remainder=True)
+  # The same contiguous row blocks as training, so a global eval batch is one ordered array.
+  batched = _host_blocks(ds, batch_size, shard_index, shard_count)
   return [batched[i] for i in range(num_batches)]
 
 

@@ -250,14 +250,21 @@ def restore_params(source: str, abstract_params: PyTree) -> PyTree:
   Google's and NVIDIA's phase 2.
   """
   directory = epath.Path(source)
+  if not directory.is_dir():  # before Orbax, whose manager would create it
+    raise FileNotFoundError(f"init_from={source!r} does not exist (or is not a directory); point "
+                            "it at the workdir of the phase-1 run.")
   if (directory / "checkpoints").is_dir():
     directory = directory / "checkpoints"
-  manager = ocp.CheckpointManager(directory, item_names=("state", "data"))
+  manager = ocp.CheckpointManager(
+      directory, options=ocp.CheckpointManagerOptions(create=False, read_only=True),
+      item_handlers={"state": ocp.PyTreeCheckpointHandler(),  # a partial restore (params only)
+                     "data": grain.checkpoint.CheckpointHandler()})
   try:
     step = manager.latest_step()
     if step is None:
       raise FileNotFoundError(
           f"init_from={source!r} holds no checkpoint; point it at the workdir of the phase-1 run.")
+    _check_param_shapes(manager, step, abstract_params, source)
     target = {"params": abstract_params}
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.PyTreeRestore(
@@ -266,3 +273,21 @@ def restore_params(source: str, abstract_params: PyTree) -> PyTree:
   finally:
     manager.close()
   return restored["state"]["params"]
+
+
+def _check_param_shapes(manager: ocp.CheckpointManager, step: int, abstract_params: PyTree,
+                        source: str) -> None:
+  """Compares the checkpoint's params metadata with the run's, before anything is restored
+  (Orbax would otherwise fail deep in its async restore, under dozens of tracebacks)."""
+  metadata = manager.item_metadata(step)["state"]
+  if metadata is None:
+    return
+  saved = {_path(p): tuple(m.shape) for p, m in _leaves(metadata["params"]) if hasattr(m, "shape")}
+  wanted = {_path(p): tuple(np.shape(x)) for p, x in _leaves(abstract_params)}
+  problems = [f"{k}: checkpoint {saved.get(k)} vs run {v}" for k, v in wanted.items()
+              if saved.get(k) != v]
+  if problems:
+    raise ShapeMismatchError(
+        f"init_from={source!r} (step {step}) holds params of another model: "
+        f"{len(problems)} mismatch(es): " + "; ".join(sorted(problems)[:10]) + ". Use the model "
+        "config of the run that wrote it, or another init_from.")

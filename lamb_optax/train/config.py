@@ -48,9 +48,12 @@ def default_config() -> ml_collections.ConfigDict:
   # devices), which fits memory whenever a training micro-step does, at any global batch.
   c.eval_batch_size = 0
   c.checkpoint_every_steps = 200
-  c.keep_checkpoints = 3
+  c.keep_checkpoints = 3  # >= 1: a run must keep a checkpoint to resume from
   c.max_nonfinite_steps = 10  # stop after this many skipped updates in a row
   c.async_checkpointing = True
+  # Resuming a workdir with a config that changes what the run computes (seed, data, batch,
+  # model, schedule) is refused unless True; the old config.json is then kept beside the new.
+  c.allow_config_change = False
   # Phase 2 of two-phase pretraining: the workdir (or its checkpoints/<step> directory) of phase
   # 1, whose params start this run; optimizer state, step and schedule start afresh.
   c.init_from = ""
@@ -239,8 +242,82 @@ def data_parallel_size(mesh_config: Mapping[str, int], num_devices: int) -> int:
   return sizes["data"] * sizes["fsdp"]
 
 
+# Keys that count things and may be 0 (0 = none, or "look it up"), but never negative.
+_NON_NEGATIVE = ("eval_batches", "eval_batch_size", "data.worker_count", "peak_flops_per_device",
+                 "data.embedded_max_documents")
+# Keys that must be >= 1: 0 would keep no checkpoint to resume from, or stop before any update.
+_POSITIVE = ("keep_checkpoints", "max_nonfinite_steps")
+# Optimizer arguments that are strings by design (a dtype name); elsewhere a string in
+# optimizer.kwargs is a mistake (a mask leaf "False" is a truthy string).
+_STRING_KWARGS = ("mu_dtype",)
+
+
+def check_values(config: ml_collections.ConfigDict) -> None:
+  """Raises a ValueError naming the key for a value no run can use: a non-finite float anywhere
+  (``nan < 0`` is False, so range checks alone let NaN through), a value of another type than
+  the schema's (a string for a number), a string in ``optimizer.kwargs`` (``"False"`` is
+  truthy), or a count out of range.
+
+  >>> config = default_config(); config.end_learning_rate = float("nan")
+  >>> check_values(config)
+  Traceback (most recent call last):
+  ...
+  ValueError: end_learning_rate = nan is not a finite number; set a finite value.
+  """
+  schema = _flat_values(default_config())
+  for key, value in _flat_values(config).items():
+    if isinstance(value, float) and not math.isfinite(value):
+      raise ValueError(f"{key} = {value} is not a finite number; set a finite value.")
+    _check_type(key, value, schema.get(key))
+    if (key.startswith("optimizer.kwargs.") and isinstance(value, str)
+        and key.split(".")[2] not in _STRING_KWARGS):
+      raise ValueError(
+          f"{key} is the string {value!r}; optimizer arguments (numbers, masks) must be Python "
+          f"values, e.g. False or 0.1, not strings (a non-empty string counts as True).")
+  for key in _NON_NEGATIVE:
+    if _get(config, key) < 0:
+      raise ValueError(f"{key} must be >= 0, got {_get(config, key)}.")
+  for key in _POSITIVE:
+    if _get(config, key) < 1:
+      raise ValueError(f"{key} must be >= 1, got {_get(config, key)}" + (
+          " (a run that keeps no checkpoint cannot resume)." if key == "keep_checkpoints" else
+          " (the run would stop at its first skipped update)."))
+
+
+def _check_type(key: str, value, default) -> None:
+  """Values must have the schema default's kind (an int where a float is expected is fine)."""
+  if default is None or value is None:
+    return
+  kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}.get(type(default))
+  if kinds and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
+    raise ValueError(f"{key} must be a {type(default).__name__}, got {value!r} "
+                     f"({type(value).__name__}).")
+
+
+def _flat_values(tree, prefix: str = "") -> dict:
+  """Every leaf by dotted key, through ConfigDicts, dicts and lists (e.g. a mask in kwargs)."""
+  if isinstance(tree, (ml_collections.ConfigDict, dict)):
+    items = tree.items()
+  elif isinstance(tree, (list, tuple)):
+    items = ((str(i), v) for i, v in enumerate(tree))
+  else:
+    return {prefix[:-1]: tree}
+  out = {}
+  for key, value in items:
+    out.update(_flat_values(value, f"{prefix}{key}."))
+  return out
+
+
+def _get(config: ml_collections.ConfigDict, key: str):
+  for part in key.split("."):
+    config = config[part]
+  return config
+
+
 def check_schedule(config: ml_collections.ConfigDict) -> None:
-  """Raises a ValueError naming the key when the schedule or optimizer settings cannot work."""
+  """Raises a ValueError naming the key when the schedule or optimizer settings cannot work
+  (after :func:`check_values`, which it runs first)."""
+  check_values(config)
   if config.num_train_steps < 1:
     raise ValueError(f"num_train_steps must be >= 1, got {config.num_train_steps}.")
   if not 0 <= config.warmup_steps <= config.num_train_steps:

@@ -90,3 +90,17 @@ def _with_watchdog(join: Callable[[], None], timeout_seconds: float, message: st
     join()
   finally:
     done.set()
+
+
+def barrier(name: str, timeout_seconds: int = 1800) -> None:
+  """Waits until every process reaches ``name`` (no-op in single-process runs).
+
+  Uses the coordination service (as Orbax does), not a device collective: on CPU the first
+  collective's gloo rendezvous gives up after 30 s, which one host's slower compile can exceed.
+  """
+  if jax.process_count() == 1:
+    return
+  from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
+  client = jax_distributed.global_state.client
+  if client is not None:
+    client.wait_at_barrier(f"lamb_optax_{name}", timeout_in_ms=timeout_seconds * 1000)

@@ -19,9 +19,10 @@ import ml_collections
 
 from lamb_optax import sharding
 from lamb_optax.train import checkpoint as checkpoint_lib
+from lamb_optax.train import distributed
 from lamb_optax.train import metrics as metrics_lib
-from lamb_optax.train import pretrained
 from lamb_optax.train import trainer as trainer_lib
+from lamb_optax.train import workdir as workdir_lib
 from lamb_optax.train.step import TrainState
 
 
@@ -56,24 +57,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   is_primary = jax.process_index() == 0
   train_iter = task.train_iterator(plan.per_process_batch_size)
   eval_set = task.eval_batches(plan.per_process_eval_batch_size, config.eval_batches)
-  checkpointer = checkpoint_lib.Checkpointer(  # creates <workdir>/checkpoints: after the checks
-      workdir, max_to_keep=config.keep_checkpoints, async_save=config.async_checkpointing)
-  run = Run(trainer, train_iter, eval_set, checkpointer, workdir, is_primary)
-  with jax.set_mesh(trainer.mesh):
-    try:
-      if checkpointer.latest_step() is not None:
-        start_step, state = checkpointer.restore(trainer.abstract_state(), run.train_iter)
-        logging.info("Resumed from step %d in %s", start_step, checkpointer.directory)
-      else:
-        start_step, state = 0, trainer.fresh_state()
-      if is_primary:  # only now: a refused workdir keeps the config.json of its own run
-        pretrained.save_config(config, workdir)
-      eval_metrics = _train(run, state, start_step)
-    finally:
-      checkpointer.close()
+  # One run per workdir (process 0 holds the lock for the run's life): before anything is written.
+  lock = workdir_lib.acquire(workdir) if is_primary else None
+  try:
+    checkpointer = checkpoint_lib.Checkpointer(  # creates <workdir>/checkpoints: after the checks
+        workdir, max_to_keep=config.keep_checkpoints, async_save=config.async_checkpointing)
+    run = Run(trainer, train_iter, eval_set, checkpointer, workdir, is_primary)
+    with jax.set_mesh(trainer.mesh):
+      try:
+        eval_metrics = _restore_and_train(run)
+      finally:
+        checkpointer.close()
+  finally:
+    if lock is not None:
+      lock.release()
   if is_primary and eval_metrics:
     print("Final: " + _format(eval_metrics), flush=True)
   return eval_metrics
+
+
+def _restore_and_train(run: Run) -> dict[str, float]:
+  trainer, checkpointer = run.trainer, run.checkpointer
+  resuming = checkpointer.latest_step() is not None
+  workdir_lib.check_config_change(run.config, run.workdir, resuming)
+  if resuming:
+    start_step, state = checkpointer.restore(trainer.abstract_state(), run.train_iter)
+    logging.info("Resumed from step %d in %s", start_step, checkpointer.directory)
+  else:
+    start_step, state = 0, trainer.fresh_state()
+  if run.is_primary:  # only now: a refused workdir keeps the config.json of its own run
+    workdir_lib.save_config(run.config, run.workdir)
+  return _train(run, state, start_step)
 
 
 def _train(run: Run, state: TrainState, start_step: int) -> dict[str, float]:
@@ -101,7 +115,7 @@ def _train(run: Run, state: TrainState, start_step: int) -> dict[str, float]:
         throughput.start(step)
       # Read the previous step's count, not this one's: the host then waits only for a step
       # that is (nearly) done, and this step stays in flight while the next batch is loaded.
-      _stop_if_diverging(previous_count, step - 1, config)
+      _stop_if_diverging(previous_count, step - 1, run)
       previous_count = metrics["nonfinite_in_a_row"]
       if step % config.log_every_steps == 0 or step == config.num_train_steps:
         writer.write(step, _train_row(trainer, state, metrics, throughput.rate(step), peak, step))
@@ -113,12 +127,12 @@ def _train(run: Run, state: TrainState, start_step: int) -> dict[str, float]:
       preempted = run.checkpointer.reached_preemption(step)
       if (step % config.checkpoint_every_steps == 0 or step == config.num_train_steps
           or preempted):
-        run.checkpointer.save(step, state, run.train_iter, force=preempted)
+        _save(run, step, state, preempted, writer)
       if preempted:
         writer.print(f"Preempted at step {step}: checkpoint saved; run the same command to "
                      "resume.")
         break
-    _stop_if_diverging(previous_count, step, config)
+    _stop_if_diverging(previous_count, step, run)
     writer.print(f"Done: steps {start_step} -> {step} in {time.perf_counter() - started:.1f} s; "
                  f"peak host memory {_peak_rss_mib():.0f} MiB.")
   finally:
@@ -154,6 +168,7 @@ def _compile(train_step, state, batch, writer):
   """Compiles the step ahead of time, to report its compile time and device memory."""
   start = time.perf_counter()
   compiled = train_step.lower(state, batch).compile()
+  distributed.barrier("train_step_compiled")  # hosts compile at different speeds
   message = f"Compiled the train step in {time.perf_counter() - start:.1f} s"
   memory = compiled.memory_analysis()
   if memory is not None:
@@ -168,13 +183,27 @@ def _peak_rss_mib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _stop_if_diverging(count: Optional[jax.Array], step: int,
-                       config: ml_collections.ConfigDict) -> None:
-  if count is not None and int(metrics_lib.to_host(count)) >= config.max_nonfinite_steps:
+def _save(run: Run, step: int, state: TrainState, preempted: bool, writer) -> None:
+  """Saves, unless the last update was skipped as non-finite: a diverging run must not replace
+  its last good checkpoints (they are what a restart with a lower learning rate needs)."""
+  skipped = int(metrics_lib.to_host(state.nonfinite_in_a_row))
+  if skipped:
+    writer.print(f"Not saving step {step}: its last {skipped} update(s) were skipped as "
+                 f"non-finite; the newest checkpoint stays step {run.checkpointer.latest_step()}.")
+    return
+  run.checkpointer.save(step, state, run.train_iter, force=preempted)
+
+
+def _stop_if_diverging(count: Optional[jax.Array], step: int, run: Run) -> None:
+  limit = run.config.max_nonfinite_steps
+  if count is not None and int(metrics_lib.to_host(count)) >= limit:
+    latest = run.checkpointer.latest_step()
+    kept = (f"the newest checkpoint (step {latest}) holds the last finite params" if latest
+            is not None else "no checkpoint had been saved yet")
     raise NonFiniteLossError(
-        f"{config.max_nonfinite_steps} updates in a row had a non-finite loss or gradient (last "
-        f"at step {step}); the params are those of the last finite step and the last checkpoint "
-        "is intact. Lower the learning rate or check the data.")
+        f"{limit} updates in a row had a non-finite loss, gradient or result (last at step "
+        f"{step}) and were skipped: no non-finite value reached the params and no checkpoint was "
+        f"saved since; {kept}. Lower the learning rate or check the data, then resume.")
 
 
 def _format(metrics: dict[str, float]) -> str:

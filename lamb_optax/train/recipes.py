@@ -74,10 +74,52 @@ def build_optimizer(
   if name not in OPTIMIZERS:
     raise ValueError(f"Unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}.")
   lr = schedule(config)
-  kwargs = dict(config.optimizer.kwargs)
+  kwargs = config.optimizer.kwargs
+  kwargs = dict(kwargs.to_dict() if hasattr(kwargs, "to_dict") else kwargs)
   known = inspect.signature(OPTIMIZERS[name]).parameters
-  unknown = sorted(set(kwargs) - set(known))
+  # The schedule and the stacked axes come from the config and the task, never from kwargs.
+  unknown = sorted(set(kwargs) - set(known) | set(kwargs) & {"learning_rate", "stacked_axes"})
   if unknown:
-    raise ValueError(f"optimizer.kwargs {unknown} are not arguments of {name}; it takes "
-                     f"{sorted(k for k in known if k not in ('learning_rate', 'stacked_axes'))}.")
-  return OPTIMIZERS[name](lr, stacked_axes=stacked_axes, **kwargs), lr
+    takes = sorted(k for k in known if k not in ("learning_rate", "stacked_axes"))
+    raise ValueError(f"optimizer.kwargs {unknown} are not arguments of {name}; it takes {takes} "
+                     "(the learning rate is config.learning_rate).")
+  for key, value in kwargs.items():
+    _check_kwarg_type(name, key, value, known[key].annotation)
+  try:
+    return OPTIMIZERS[name](lr, stacked_axes=stacked_axes, **kwargs), lr
+  except (TypeError, ValueError, AttributeError) as e:  # the optimizer's own validation
+    raise ValueError(f"optimizer.kwargs {kwargs} are refused by {name}: "
+                     f"{type(e).__name__}: {e}") from e
+
+
+# The argument annotations (strings: the aliases use postponed evaluation) a kwarg must match.
+_NUMBER = (int, float)
+_TYPES = {"float": _NUMBER, "Optional[float]": _NUMBER + (type(None),), "bool": (bool,),
+          "int": (int,)}
+
+
+def _check_kwarg_type(optimizer: str, key: str, value: Any, annotation: Any) -> None:
+  """Raises a ValueError naming ``optimizer.kwargs.<key>`` when ``value`` is not of its type."""
+  annotation = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+  if annotation == "MaskSpec":  # a bool, None, a callable, or a pytree of bools (never 3 or "x")
+    leaves = [value] if not isinstance(value, (dict, list, tuple)) else _leaves(value)
+    bad = [v for v in leaves if not (v is None or isinstance(v, bool) or callable(v))]
+    if bad:
+      raise ValueError(f"optimizer.kwargs.{key} must be a mask (True/False, a pytree of bools, "
+                       f"or a callable) for {optimizer}, got {bad[0]!r} "
+                       f"({type(bad[0]).__name__}) in it.")
+    return
+  kinds = _TYPES.get(annotation)
+  if kinds is None:
+    return
+  if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+    raise ValueError(f"optimizer.kwargs.{key} must be a {annotation} for {optimizer}, got "
+                     f"{value!r} ({type(value).__name__}).")
+
+
+def _leaves(tree: Any) -> list:
+  if isinstance(tree, dict):
+    return [leaf for v in tree.values() for leaf in _leaves(v)]
+  if isinstance(tree, (list, tuple)):
+    return [leaf for v in tree for leaf in _leaves(v)]
+  return [tree]

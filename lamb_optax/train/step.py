@@ -122,8 +122,9 @@ def make_train_step(
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
   """Returns ``train_step(state, global_batch) -> (state, metrics)`` (not yet jitted).
 
-  Non-finite loss or gradients skip the update (params and optimizer state unchanged) and
-  increment ``state.nonfinite_in_a_row``, which the loop turns into a clear error after N.
+  A non-finite loss, gradient or new params (the update's result) skip the update (params and
+  optimizer state unchanged) and increment ``state.nonfinite_in_a_row``, which the loop turns
+  into a clear error after N; non-finite params are never kept, so never checkpointed.
 
   Args:
     objective: per micro-batch loss contribution and metric sums (see module docstring).
@@ -166,9 +167,13 @@ def make_train_step(
 
     grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, trainable)
     grad_norm = optax.tree.norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, new_opt_state = tx.update(grads, state.opt_state, trainable)
     new_params = optax.apply_updates(trainable, updates)
+    # Finite loss and gradients can still give non-finite params (a NaN or huge learning rate);
+    # one reduction over the new params catches those too. Its float32 sum of squares overflows
+    # once a param passes ~1e19, which counts as non-finite: such params are garbage already.
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(
+        optax.tree.norm(new_params))
     keep_new = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     new_params = keep_new(new_params, trainable)
     if model_state is not None:

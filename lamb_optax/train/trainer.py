@@ -10,6 +10,7 @@ before anything is compiled.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any, Callable, Optional
 
@@ -23,6 +24,7 @@ from lamb_optax.train import checkpoint as checkpoint_lib
 from lamb_optax.train import config as config_lib
 from lamb_optax.train import recipes
 from lamb_optax.train import step as step_lib
+from lamb_optax.train import workdir as workdir_lib
 
 PyTree = Any
 
@@ -115,14 +117,50 @@ def build(config: ml_collections.ConfigDict, workdir: Optional[str], *,
   """
   config = config_lib.lock(config)
   config_lib.check_schedule(config)
+  if workdir is not None:
+    workdir_lib.check_writable(workdir)
   mesh = sharding.make_mesh(dict(config.mesh), devices=devices)
   data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
   process_count = jax.process_count() if process_count is None else process_count
   plan = config_lib.plan_batches(config, data_parallel, process_count)
   task = tasks.build(config, mesh, workdir)
+  _check_divisible(task.abstract_params(), task.param_shardings, mesh)
   tx, learning_rate = recipes.build_optimizer(config, task.stacked_axes)
   with jax.set_mesh(mesh):
+    _check_optimizer(tx, task.abstract_params(), config)
     state_shardings = step_lib.state_shardings(tx, task.abstract_params(), task.param_shardings,
                                                mesh)
   return Trainer(config, mesh, plan, task, tx, learning_rate, state_shardings,
                  sharding.batch_sharding(mesh, rank=1))
+
+
+def _check_divisible(abstract_params: PyTree, param_shardings: PyTree,
+                     mesh: jax.sharding.Mesh) -> None:
+  """Every sharded dimension of every param must divide evenly over its mesh axes (e.g. the
+  attention heads over ``mesh.tensor``): refused here, in one line, not deep in the compiler."""
+  flat = jax.tree_util.tree_flatten_with_path(abstract_params)[0]
+  for (path, param), spec in zip(flat, jax.tree.leaves(
+      param_shardings, is_leaf=lambda x: isinstance(x, jax.sharding.NamedSharding))):
+    for dim, axes in enumerate(spec.spec):
+      axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
+      size = math.prod(mesh.shape[a] for a in axes)
+      if param.shape[dim] % size:
+        name = "/".join(str(getattr(k, "key", k)) for k in path)
+        raise ValueError(
+            f"Param {name} {tuple(param.shape)}: dimension {dim} ({param.shape[dim]}) does not "
+            f"divide over mesh axes {axes} of size {size}. Set config.mesh so that "
+            f"{'x'.join(axes)} divides {param.shape[dim]} (e.g. --config.mesh.tensor to a divisor "
+            "of the attention heads).")
+
+
+def _check_optimizer(tx: optax.GradientTransformation, abstract_params: PyTree,
+                     config: ml_collections.ConfigDict) -> None:
+  """Traces the optimizer's init and update on the params' shapes: arguments that construct
+  fine but fail on the params (a mask of the wrong structure) are named here, before compiling."""
+  try:
+    state = jax.eval_shape(tx.init, abstract_params)
+    jax.eval_shape(tx.update, abstract_params, state, abstract_params)
+  except (TypeError, ValueError, AttributeError, KeyError) as e:
+    raise ValueError(f"optimizer {config.optimizer.name} with optimizer.kwargs "
+                     f"{config.optimizer.kwargs.to_dict()} fails on the model's params: "
+                     f"{type(e).__name__}: {e}") from e

@@ -188,7 +188,7 @@ def test_run_accepts_config_argument(capsys):
     (["--accelerator-type=v9-8", "--config=configs/bert_base_phase1.py"], "Unknown TPU"),
     # The trainer's own checks (lock, check_schedule, plan_batches), run before any gcloud call:
     (["--accelerator-type=v4-128", "--config=configs/bert_base_phase1.py",
-      "--config.learning_rate=nan"], "learning_rate must be finite"),
+      "--config.learning_rate=nan"], "learning_rate = nan is not a finite number"),
     (["--accelerator-type=v4-128", "--config=configs/bert_base_phase1.py",
       "--config.optimizer.name=lamm"], "Unknown optimizer 'lamm'"),
     (["--accelerator-type=v4-128", "--config=configs/bert_base_phase1.py",

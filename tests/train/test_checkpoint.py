@@ -64,8 +64,12 @@ def test_restore_params_for_phase_two(tmp_path):
   checkpointer.close()
   params = checkpoint_lib.restore_params(str(tmp_path), abstract(state.params))
   jax.tree.map(np.testing.assert_array_equal, params, state.params)
-  with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
+  with pytest.raises(FileNotFoundError, match="does not exist"):
     checkpoint_lib.restore_params(str(tmp_path / "nothing"), abstract(state.params))
+  assert not (tmp_path / "nothing").exists()  # nothing is created at a mistyped init_from
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
+    checkpoint_lib.restore_params(str(tmp_path / "empty"), abstract(state.params))
 
 
 def test_refuses_a_checkpoint_of_other_shapes(tmp_path):

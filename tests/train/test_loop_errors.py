@@ -2,6 +2,9 @@
 
 import os
 
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 import trainer_runs
@@ -31,17 +34,7 @@ def test_data_of_another_shape_is_refused(tmp_path, data_dir):
     loop.train_and_evaluate(config, str(tmp_path / "run"))
 
 
-def small_config(data_dir, **changes):
-  config = tiny_config.get_config()
-  # 8 fake devices in this process: micro-batches of 2 make the global batch of 16.
-  for key, value in {**trainer_runs.SMALL, "micro_batch_size": 2, "data.data_dir": data_dir,
-                     **changes}.items():
-    *parents, leaf = key.split(".")
-    node = config
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
-  return config
+small_config = trainer_runs.small_config
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -56,6 +49,23 @@ def small_config(data_dir, **changes):
     ({"eval_batch_size": 12}, "eval_batch_size 12 must be a positive multiple of the data-parallel "
                               "devices (8)"),
     ({"eval_batch_size": 8 * 4096}, "lower eval_batches or the batch size"),
+    # Issue 15 item 2: a run that keeps no checkpoint cannot resume.
+    ({"keep_checkpoints": 0}, "keep_checkpoints must be >= 1, got 0 (a run that keeps no"),
+    # Item 3: NaN passes `nan < 0`; every float must be finite.
+    ({"end_learning_rate": float("nan")}, "end_learning_rate = nan is not a finite number"),
+    ({"optimizer.kwargs.weight_decay": float("inf")}, "optimizer.kwargs.weight_decay = inf is"),
+    # Item 11: one line each, before compiling.
+    ({"mesh.tensor": 4}, "does not divide over mesh axes ('tensor',) of size 4"),
+    ({"max_nonfinite_steps": 0}, "max_nonfinite_steps must be >= 1, got 0"),
+    ({"eval_batches": -1}, "eval_batches must be >= 0, got -1"),
+    ({"data.worker_count": -1}, "data.worker_count must be >= 0, got -1"),
+    ({"peak_flops_per_device": -1.0}, "peak_flops_per_device must be >= 0, got -1.0"),
+    ({"optimizer.kwargs.b1": "0.9"}, "optimizer.kwargs.b1 is the string '0.9'"),
+    ({"optimizer.kwargs.trust_ratio_mask": {"bias": "False"}},
+     "optimizer.kwargs.trust_ratio_mask.bias is the string 'False'"),
+    ({"optimizer.kwargs.b1": True}, "optimizer.kwargs.b1 must be a float for lamb, got True"),
+    ({"optimizer.kwargs.weight_decay_mask": 3}, "optimizer.kwargs.weight_decay_mask"),
+    ({"optimizer.kwargs.learning_rate": 0.1}, "the learning rate is config.learning_rate"),
 ])
 def test_bad_config_fails_before_writing_anything(tmp_path, data_dir, changes, message):
   workdir = str(tmp_path / "run")
@@ -82,11 +92,30 @@ def test_unknown_key_is_named():
 
 
 def test_stops_after_n_nonfinite_updates_in_a_row(tmp_path, data_dir):
-  """An absurd learning rate blows the params up; the skipped updates are counted and the
-  run stops with the error after max_nonfinite_steps of them."""
-  config = small_config(data_dir, learning_rate=1e30, warmup_steps=0, max_nonfinite_steps=2,
-                        checkpoint_every_steps=100)
-  with pytest.raises(loop.NonFiniteLossError, match="2 updates in a row had a non-finite"):
-    loop.train_and_evaluate(config, str(tmp_path / "run"))
-  rows = trainer_runs.rows(str(tmp_path / "run"))
+  """An absurd learning rate (warmed up from 0, so step 1 is sane and checkpointed) would blow the
+  params up: those updates are skipped (the new params' norm is checked, not only the loss and
+  gradient), counted, never checkpointed, and the run stops after max_nonfinite_steps of them
+  with an error that names the intact checkpoint."""
+  workdir = str(tmp_path / "run")
+  config = small_config(data_dir, learning_rate=1e30, warmup_steps=4, max_nonfinite_steps=3,
+                        checkpoint_every_steps=1, keep_checkpoints=10, eval_batches=0)
+  with pytest.raises(loop.NonFiniteLossError, match="3 updates in a row had a non-finite") as e:
+    loop.train_and_evaluate(config, workdir)
+  rows = trainer_runs.rows(workdir)
   assert any(r.get("updates_skipped") for r in rows)
+  steps = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
+  assert steps == [1], steps  # the skipped steps were not saved
+  assert "the newest checkpoint (step 1) holds the last finite params" in str(e.value)
+  state = ocp.PyTreeCheckpointer().restore(os.path.join(workdir, "checkpoints", "1", "state"))
+  params = np.concatenate([np.ravel(x) for x in jax.tree.leaves(state["params"])])
+  assert np.isfinite(params).all() and np.abs(params).max() < 100
+
+
+def test_a_string_learning_rate_is_named():
+  """A config built as a plain dict (or read back from a config.json) bypasses ConfigDict's
+  typing: the schema check names the key."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict({**tiny_config.get_config().to_dict(),
+                                      "learning_rate": "1e-3"})
+  with pytest.raises(ValueError, match=r"learning_rate must be a float, got '1e-3' \(str\)"):
+    config_lib.check_schedule(config)

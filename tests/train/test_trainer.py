@@ -1,14 +1,17 @@
 """The trainer end to end, in fresh processes: data parallelism, accumulation, multi-host, resume.
 
 These are the issue's must-shows: the same global batch and seed give the same losses on
-1 process x 4 devices, 2 processes x 2 devices (real ``jax.distributed`` over gloo on 127.0.0.1)
-and 1 device with 4 micro-batches; a run killed with SIGKILL and restarted continues with
-bit-identical losses.
+1 process x 4 devices and 2 processes x 2 devices (real ``jax.distributed`` over gloo on
+127.0.0.1) with dropout on (each host loads its contiguous block of rows, so the global batch is
+the same ordered array and every row gets the same dropout mask), and on 1 device with 4
+micro-batches (dropout off: micro-batches draw their own dropout keys); a run killed with SIGKILL
+and restarted continues with bit-identical losses.
 """
 
 import os
 import signal
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -50,17 +53,20 @@ def test_run_logs_every_metric_and_learns(reference):
   assert sorted(os.listdir(os.path.join(reference, "checkpoints")))[-1] == "8"
 
 
-def test_accumulation_matches_data_parallelism(reference, tmp_path, data_dir):
-  """1 device with 4 micro-batches of 4 == 4 devices with one micro-batch of 4 each."""
-  workdir = str(tmp_path / "accumulate")
-  trainer_runs.run(workdir, {"micro_batch_size": 4}, data_dir, devices=1)
-  expected, got = trainer_runs.losses(reference), trainer_runs.losses(workdir)
+def test_accumulation_matches_data_parallelism(tmp_path, data_dir):
+  """1 device with 4 micro-batches of 4 == 4 devices with one micro-batch of 4 each (dropout off:
+  each micro-batch folds its index into the dropout key, so their masks differ by design)."""
+  parallel, accumulate = str(tmp_path / "parallel"), str(tmp_path / "accumulate")
+  overrides = {"micro_batch_size": 4, **trainer_runs.NO_DROPOUT}
+  trainer_runs.run(parallel, overrides, data_dir, devices=4)
+  trainer_runs.run(accumulate, overrides, data_dir, devices=1)
+  expected, got = trainer_runs.losses(parallel), trainer_runs.losses(accumulate)
   np.testing.assert_allclose([got[s] for s in sorted(expected)],
                              [expected[s] for s in sorted(expected)], rtol=2e-5)
 
 
 def test_two_processes_match_one(reference, tmp_path, data_dir):
-  """2 processes x 2 devices (jax.distributed, gloo) == 1 process x 4 devices."""
+  """2 processes x 2 devices (jax.distributed, gloo) == 1 process x 4 devices, dropout on."""
   workdir = str(tmp_path / "multihost")
   trainer_runs.run_multiprocess(workdir, {"micro_batch_size": 4}, data_dir, processes=2,
                                 devices_per_process=2)
@@ -92,9 +98,13 @@ def test_refuses_a_workdir_of_another_model(reference, tmp_path, data_dir):
   trainer_runs.run(workdir, {"num_train_steps": 2, "checkpoint_every_steps": 2}, data_dir)
   before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
   config_before = open(os.path.join(workdir, "config.json")).read()
-  result = trainer_runs.run(workdir, {"model.overrides.hidden_size": 64,
-                                      "model.overrides.intermediate_size": 256},
-                            data_dir, check=False)
+  other_model = {"model.overrides.hidden_size": 64, "model.overrides.intermediate_size": 256}
+  result = trainer_runs.run(workdir, other_model, data_dir, check=False)
+  assert result.returncode != 0  # refused by the config.json comparison
+  assert "model.overrides.hidden_size: None -> 64" in result.stderr, result.stderr[-2000:]
+  # Allowed to change its config, the run is still refused by the checkpoint's shapes.
+  result = trainer_runs.run(workdir, {**other_model, "allow_config_change": True}, data_dir,
+                            check=False)
   assert result.returncode != 0
   assert "different model" in result.stderr and "refusing to overwrite" in result.stderr
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
@@ -111,3 +121,117 @@ def test_load_the_trained_model_and_fill_masks(reference):
   assert all(token in vocab for tokens in filled for token in tokens)
   with pytest.raises(ValueError, match="No \\[MASK\\]"):
     pretrained.fill_mask(run, "no mask here")
+
+
+def _wait_until(predicate, process, timeout):
+  deadline = time.time() + timeout
+  while time.time() < deadline and process.poll() is None:
+    if predicate():
+      return True
+    time.sleep(0.01)
+  return False
+
+
+def _saving(workdir):
+  """True while Orbax writes a checkpoint (its temporary directory exists)."""
+  directory = os.path.join(workdir, "checkpoints")
+  return os.path.isdir(directory) and any("tmp" in name for name in os.listdir(directory))
+
+
+def _last_step(workdir):
+  path = os.path.join(workdir, "metrics.jsonl")
+  return max(trainer_runs.losses(workdir), default=0) if os.path.exists(path) else 0
+
+
+def _kill_and_resume(reference, workdir, data_dir, kills, seed):
+  """SIGKILLs the run ``kills`` times, alternately mid-save (as soon as Orbax's temporary
+  directory appears) and at a random moment (seeded) after a step, then lets it finish."""
+  rng = np.random.default_rng(seed)
+  for kill in range(kills):
+    process = subprocess.Popen(
+        trainer_runs.command(workdir, {"micro_batch_size": 4}, data_dir),
+        env=trainer_runs.environment(4), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=trainer_runs.ROOT)
+    try:
+      start = _last_step(workdir)
+      if kill % 2 == 0:
+        assert _wait_until(lambda: _last_step(workdir) > start and _saving(workdir), process,
+                           600), "the run ended before it was seen saving"
+      else:
+        assert _wait_until(lambda: _last_step(workdir) > start, process, 600), "no new step"
+        time.sleep(rng.uniform(0.0, 1.5))
+      assert process.poll() is None, "the run ended before the kill"
+      process.send_signal(signal.SIGKILL)
+      process.wait(timeout=30)
+    finally:
+      process.kill()
+  trainer_runs.run(workdir, {"micro_batch_size": 4}, data_dir, devices=4)
+  rows = trainer_runs.rows(workdir)
+  train = [r["step"] for r in rows if "loss" in r and "eval_loss" not in r]
+  evals = [r["step"] for r in rows if "eval_loss" in r]
+  assert train == list(range(1, 9)) and evals == [4, 8], (train, evals)  # each step once
+  assert trainer_runs.losses(workdir) == trainer_runs.losses(reference)  # bit-identical
+
+
+def test_sigkills_mid_step_and_mid_save_resume_bit_identically(reference, tmp_path, data_dir):
+  """Fault injection: a kill during an async checkpoint save, then one at a random moment; the
+  resumed run's losses equal the uninterrupted run's and metrics.jsonl holds each step once.
+  (Restarts reuse the reference's compiled step from JAX's persistent compilation cache.)"""
+  _kill_and_resume(reference, str(tmp_path / "faults"), data_dir, kills=2, seed=15)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2])
+def test_many_random_sigkills_resume_bit_identically(reference, tmp_path, data_dir, seed):
+  _kill_and_resume(reference, str(tmp_path / "faults"), data_dir, kills=5, seed=seed)
+
+
+def _descendants(pid):
+  """Pids of every live process below ``pid`` (from /proc; zombies count as gone)."""
+  children = {}
+  for entry in filter(str.isdigit, os.listdir("/proc")):
+    try:
+      with open(f"/proc/{entry}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+      continue
+    if fields[0] != "Z":
+      children.setdefault(int(fields[1]), []).append(int(entry))
+  found, pending = [], [pid]
+  while pending:
+    for child in children.get(pending.pop(), []):
+      found.append(child)
+      pending.append(child)
+  return found
+
+
+def _alive(pid):
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+  except OSError:
+    return False
+
+
+def test_a_sigkilled_trainer_leaves_no_grain_worker(tmp_path, data_dir):
+  """Issue 15 item 13: with data.worker_count=1, SIGKILL of the trainer ends its Grain worker
+  processes within seconds (they watch their parent), instead of orphaning them."""
+  process = subprocess.Popen(
+      trainer_runs.command(str(tmp_path / "workers"), {"data.worker_count": 1}, data_dir),
+      env=trainer_runs.environment(1), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+      cwd=trainer_runs.ROOT)
+  try:
+    assert _wait_until(lambda: _descendants(process.pid), process, 600), "no worker started"
+    time.sleep(5)  # the workers have run their init (the parent watch) and are serving batches
+    workers = _descendants(process.pid)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+  finally:
+    process.kill()
+  deadline = time.time() + 20
+  while time.time() < deadline and any(_alive(p) for p in workers):
+    time.sleep(0.2)
+  survivors = [p for p in workers if _alive(p)]
+  for pid in survivors:  # leave no orphan behind, even when failing
+    os.kill(pid, signal.SIGKILL)
+  assert not survivors, "Grain workers outlived the killed trainer"
