@@ -104,6 +104,6 @@ def test_recipes_reject_bad_schedules():
   config.decay_power = 0.0
   with pytest.raises(ValueError, match="power"):
     recipes.build_optimizer(config)
-  config.optimizer.name = "sgd"
+  config.optimizer.name = "adagrad"
   with pytest.raises(ValueError, match="Unknown optimizer"):
     recipes.build_optimizer(config)
