@@ -6,6 +6,10 @@ the 2×2 confusion counts, Pearson's r from the sums of x, y, x², y², xy. Spea
 prediction (ranks): :func:`spearman` runs at the end, in ``python -m lamb_optax.tasks.glue
 --workdir=DIR`` (:func:`lamb_optax.tasks.glue.predict`).
 
+The sums are float32 on the device: Pearson's r from them is exact arithmetic but loses the
+variance of predictions that are nearly constant (an untrained regression head); the predict
+command computes every metric in float64 from the predictions themselves.
+
 The definitions are scikit-learn's ``accuracy_score``, ``f1_score``, ``matthews_corrcoef`` and
 SciPy's ``pearsonr``, ``spearmanr`` (as GLUE's and Hugging Face's evaluation scripts use them);
 ``tests/tasks/test_glue_metrics.py`` checks them against those libraries.
