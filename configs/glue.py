@@ -1,5 +1,9 @@
 r"""GLUE fine-tuning from a pretrained BERT: Devlin et al.'s recipe, one config per task.
 
+Hardware: one GPU/TPU for BERT-Base/Large (a CPU for BERT-Tiny); the data is the user's
+(GLUE is not downloaded by this package).
+Published result: Devlin et al. (2019) Table 1 (below).
+
 Run (TASK one of cola, sst2, mrpc, stsb, qnli, rte, mnli_matched, mnli_mismatched):
   python -m lamb_optax.train --config=configs/glue.py:mrpc --workdir=/tmp/glue_mrpc \
       --config.init_from=PRETRAINED --config.finetune.data_dir=GLUE_DIR/MRPC
@@ -22,7 +26,7 @@ Expected (BERT-Large, Devlin et al. Table 1, GLUE test set): MNLI 86.7/85.9, QNL
 
 import math
 
-from lamb_optax.tasks.glue import glue_task
+from lamb_optax.tasks.glue import canonical_name
 from lamb_optax.train.config import default_config
 
 # Training examples per task (GLUE's train sets, as TFDS glue/* counts them).
@@ -32,8 +36,7 @@ EPOCHS, BATCH, WARMUP = 3, 32, 0.1
 
 
 def get_config(task: str = "mrpc"):
-  glue_task(task)  # an unknown name lists the valid ones
-  task = task.lower().replace("-", "")
+  task = canonical_name(task)  # an unknown name lists the valid ones
   config = default_config()
   config.task = "glue"
   config.finetune.glue_task = task

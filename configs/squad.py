@@ -1,5 +1,9 @@
 r"""SQuAD v1.1 fine-tuning from a pretrained BERT (Devlin et al.; Google's run_squad.py).
 
+Hardware: one GPU/TPU for BERT-Base/Large (a CPU for BERT-Tiny); the data is the user's
+(SQuAD is not downloaded by this package).
+Published result: Devlin et al. (2019) Table 2 and You et al. (2020) Table 1 (below).
+
 Run:
   python -m lamb_optax.train --config=configs/squad.py --workdir=/tmp/squad \
       --config.init_from=PRETRAINED --config.finetune.data_dir=SQUAD_DIR

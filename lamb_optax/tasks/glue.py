@@ -70,8 +70,23 @@ GLUE_TASKS = {
 STSB_RANGE = (0.0, 5.0)
 
 
+def canonical_name(name: str) -> str:
+  """The :data:`GLUE_TASKS` key of a name, ignoring case, ``-`` and ``_`` (``SST-2`` = ``sst2``,
+  ``MNLI-mismatched`` = ``mnli_mismatched``).
+
+  >>> canonical_name("MNLI-mismatched")
+  'mnli_mismatched'
+  """
+  squash = lambda s: s.lower().replace("-", "").replace("_", "")
+  keys = {squash(k): k for k in GLUE_TASKS}
+  if squash(name) not in keys:
+    raise ValueError(f"Unknown GLUE task {name!r}; choose one of {', '.join(sorted(GLUE_TASKS))}"
+                     " (finetune.glue_task).")
+  return keys[squash(name)]
+
+
 def glue_task(name: str) -> GlueTask:
-  """The task of a GLUE name (case and ``-`` insensitive: ``SST-2`` = ``sst2``).
+  """The task of a GLUE name (see :func:`canonical_name`).
 
   >>> glue_task("SST-2").tfds_name
   'glue/sst2'
@@ -80,11 +95,7 @@ def glue_task(name: str) -> GlueTask:
   ...
   ValueError: Unknown GLUE task 'squad'; choose one of cola, mnli_matched, mnli_mismatched, mrpc, qnli, rte, sst2, stsb (finetune.glue_task).
   """
-  key = name.lower().replace("-", "")
-  if key not in GLUE_TASKS:
-    raise ValueError(f"Unknown GLUE task {name!r}; choose one of {', '.join(sorted(GLUE_TASKS))}"
-                     " (finetune.glue_task).")
-  return GLUE_TASKS[key]
+  return GLUE_TASKS[canonical_name(name)]
 
 
 # ------------------------------------------------------------------------------------------------
