@@ -294,9 +294,16 @@ class FinetuneTask:
   def tokens_per_example(self) -> int:
     return self.max_seq_length
 
+  # Whether the head reads every token's last hidden state (QA) or only [CLS] (classification,
+  # whose last layer then runs at [CLS] alone).
+  EVERY_TOKEN = False
+
   def flops_per_example(self) -> float:
-    seq = self.max_seq_length
-    return flops_per_token(self.encoder.bert_config, seq, seq) * seq
+    """Training FLOPs: the pretraining count without its MLM head (the small heads are ~0)."""
+    c, seq = self.encoder.bert_config, self.max_seq_length
+    p = seq - 1 if self.EVERY_TOKEN else 0
+    mlm_head = 3 * 2 * (c.hidden_size ** 2 + c.hidden_size * c.vocab_size) * p / seq
+    return (flops_per_token(c, seq, p) - mlm_head) * seq
 
   def _data(self, split: str) -> Mapping[str, np.ndarray]:
     arrays = getattr(self, split)

@@ -51,6 +51,7 @@ class QuestionAnswering(finetuning.FinetuneTask):
   """A :class:`lamb_optax.tasks.base.Task`: start/end logits over every token."""
 
   squad: Optional[SquadData]
+  EVERY_TOKEN = True
 
   def describe(self) -> str:
     c = self.encoder.bert_config
