@@ -2,8 +2,8 @@
 
 The trainer evaluates by adding per-batch sums (``Task.eval_sums``), so every metric it reports
 must come out exact from sums: accuracy from hits and counts, F1 and Matthews correlation from
-the 2×2 confusion counts, Pearson's r from the sums of x, y, x², y², xy. Spearman's ρ needs every
-prediction (ranks): :func:`spearman` runs at the end, in ``python -m lamb_optax.tasks.glue
+the 2×2 confusion counts, Pearson's r from the sums of x, y, x², y², xy. Spearman's ρ needs
+every prediction (ranks): :func:`spearman` runs at the end, in ``python -m lamb_optax.tasks.glue
 --workdir=DIR`` (:func:`lamb_optax.tasks.glue.predict`).
 
 The sums are float32 on the device: Pearson's r from them is exact arithmetic but loses the
@@ -95,7 +95,7 @@ def classification_summary(sums: Mapping[str, float], metrics: Sequence[str]) ->
 
 
 def regression_summary(sums: Mapping[str, float]) -> dict[str, float]:
-  """Mean squared error and Pearson's r from :func:`lamb_optax.models.bert_heads.regression_sums`."""
+  """Mean squared error and Pearson's r from ``bert_heads.regression_sums``."""
   s = {k: float(np.asarray(v)) for k, v in sums.items()}
   if not s.get("count"):
     return {}

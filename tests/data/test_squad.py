@@ -64,7 +64,8 @@ def tokenizer():
 def _contexts():
   """Real text: paragraphs of the embedded corpus, plus whitespace runs and non-ASCII."""
   contexts = [" ".join(sentences[:12]) for _, sentences in python_docs_documents(6)]
-  contexts.append("Antonín  Dvořák\twrote the\n\n“New World” Symphony in 1893 — in Spillville, "
+  contexts.append("Antonín  Dvořák\twrote the\n\n“New World” Symphony in 1893 — in "
+                  "Spillville, "
                   "Iowa (naïve café), not in Praha.  ")
   return contexts
 

@@ -36,7 +36,8 @@ def _sentences(n):
 def test_stsb_regression_trains_and_predicts(tmp_path):
   rng = np.random.default_rng(0)
   s = _sentences(80)
-  header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
+  header = "\t".join(["index", "genre", "filename", "year", "old_index", "source1", "source2",
+                       "sentence1", "sentence2", "score"]) + "\n"
   for name, rows in (("train.tsv", range(0, 40)), ("dev.tsv", range(40, 60))):
     lines = [f"{i}\tg\tf\ty\to\ts\ts\t{s[i]}\t{s[i + 20]}\t{rng.uniform(0, 5):.3f}\n"
              for i in rows]

@@ -1,4 +1,4 @@
-"""init_from for fine-tuning: a lamb_optax pretraining workdir, a Hugging Face directory, neither."""
+"""init_from for fine-tuning: a lamb_optax pretraining workdir, a Hugging Face dir, neither."""
 
 import json
 import shutil
