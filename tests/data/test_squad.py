@@ -154,3 +154,21 @@ def test_bad_input(tokenizer):
   assert stats.mismatched_answers == 2 and stats.mismatched_ids == ["off", "out"]
   dev = squad.examples_from_json(dataset, is_training=False)
   assert len(dev) == 3  # kept for prediction: the scorer uses the answer texts
+
+
+def test_tfds_squad_path_with_mock_data():
+  """config.finetune.data_dir="" reads TFDS squad/v1.1 (mocked: no download, no TensorFlow)."""
+  tfds = pytest.importorskip("tensorflow_datasets")
+  from lamb_optax.tasks import squad as squad_task
+  from lamb_optax.train import config as config_lib
+  context = "Grain reads records. It shards them per host."
+  rows = [{"id": b"a", "title": b"t", "question": b"What reads records?", "context": context,
+           "answers": {"text": [b"Grain", b"Grain"], "answer_start": [0, 0]}},
+          {"id": b"b", "title": b"t", "question": b"Sharded how?", "context": context.encode(),
+           "answers": {"text": [b"per host"], "answer_start": [5]}}]  # offset does not match
+  config = config_lib.load("configs/squad.py")
+  with tfds.testing.mock_data(as_data_source_fn=lambda *a, **k: rows):
+    train, train_stats = squad_task._read(config, True)  # pylint: disable=protected-access
+    dev, _ = squad_task._read(config, False)  # pylint: disable=protected-access
+  assert [e.qas_id for e in train] == ["a"] and train_stats.mismatched_answers == 1
+  assert [e.answers for e in dev] == [("Grain", "Grain"), ("per host",)]
