@@ -11,6 +11,9 @@ from typing import Any, Optional
 TASKS = {
     "bert_pretraining": "lamb_optax.tasks.bert_pretraining",
     "image_classification": "lamb_optax.tasks.image_classification",
+    "docs_classification": "lamb_optax.tasks.docs_classification",
+    "glue": "lamb_optax.tasks.glue",
+    "squad": "lamb_optax.tasks.squad",
 }
 
 

@@ -4,7 +4,7 @@ The trainer (``lamb_optax.train``) knows no model. A task gives it:
 
 * parameters: their abstract shapes, their shardings on the mesh and a fresh initialisation;
   for ``config.init_from`` the trainer restores another run's parameters of the same shapes, or
-  calls the task's optional ``params_from(source)`` where they differ (fine-tuning heads, a
+  calls the task's optional ``params_from(source, restore_params)`` where they differ (fine-tuning heads, a
   Hugging Face checkpoint);
 * ``stacked_axes``: which leading parameter axes are layers stacked by ``scan`` (for LAMB's
   per-layer trust ratios);

@@ -93,7 +93,37 @@ def default_config() -> ml_collections.ConfigDict:
   ))
   # Mesh axis sizes; -1 fills with the remaining devices.
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  c.finetune = _finetune_defaults()
   return c
+
+
+def _finetune_defaults() -> ml_collections.ConfigDict:
+  """The keys of fine-tuning tasks (docs_classification, glue, squad); pretraining ignores them.
+
+  The pretrained encoder is ``init_from`` (a lamb_optax pretraining workdir or a Hugging Face
+  BERT directory); see lamb_optax/tasks/finetuning.py and docs/finetuning.md.
+  """
+  return ml_collections.ConfigDict(dict(
+      max_seq_length=128,  # Google's run_classifier default; SQuAD uses 384
+      # The vocabulary of a randomly initialised encoder (no init_from): "" = the embedded one.
+      # With init_from it comes from the source (its config.json / vocab.txt).
+      vocab_file="",
+      do_lower_case=True,  # used unless a Hugging Face tokenizer_config.json says otherwise
+      max_train_examples=0,  # 0 = all; tests and quick runs use a few
+      max_eval_examples=0,  # 0 = the whole held-out set
+      # GLUE: a task name (mrpc, sst2, cola, stsb, qnli, rte, mnli_matched, mnli_mismatched) and
+      # where its data is: "" = TFDS glue/<task> prepared in tfds_data_dir, else a directory of
+      # the GLUE TSV files (train.tsv, dev.tsv / dev_matched.tsv ...).
+      glue_task="mrpc",
+      data_dir="",
+      tfds_data_dir="",
+      # SQuAD v1.1 (Google's run_squad.py defaults): data_dir holds train-v1.1.json and
+      # dev-v1.1.json, else TFDS squad/v1.1.
+      doc_stride=128,
+      max_query_length=64,
+      n_best_size=20,
+      max_answer_length=30,
+  ))
 
 
 def paper_lamb_phase(preset: str, *, global_batch_size: int, num_train_steps: int,

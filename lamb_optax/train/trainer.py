@@ -55,7 +55,8 @@ class Trainer:
 
     ``init_from`` names another run (phase 1 of two-phase pretraining, a pretrained model to
     fine-tune). A task whose params differ from the source's (a fine-tuning head, a Hugging Face
-    checkpoint) defines ``params_from(source) -> params``; otherwise the same tree is restored
+    checkpoint) defines ``params_from(source, restore_params) -> params`` (``restore_params``:
+    :func:`lamb_optax.train.checkpoint.restore_params`, for reading a run's checkpoint); otherwise the same tree is restored
     from the source's latest checkpoint.
     """
     source = self.config.init_from
@@ -63,7 +64,7 @@ class Trainer:
       return self.task.init_params()
     params_from = getattr(self.task, "params_from", None)
     if params_from is not None:
-      return params_from(source)
+      return params_from(source, checkpoint_lib.restore_params)
     return checkpoint_lib.restore_params(source, self.abstract_state().params)
 
   def fresh_state(self, params: Optional[PyTree] = None) -> step_lib.TrainState:
