@@ -6,6 +6,7 @@ updates under ``jit``, and ``import flax`` fails (Flax, Grain, Orbax, TFDS... ar
 """
 
 import pathlib
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -37,11 +38,15 @@ CHECK = textwrap.dedent("""
 
 
 def test_pip_install_brings_the_optimizer_alone(tmp_path):
+  # A copy of the sources, so that pip's in-tree build writes nothing into the checkout.
+  source = tmp_path / "src"
+  shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+      ".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", "docs", "colab"))
   env_dir = tmp_path / "venv"
   venv.create(env_dir, with_pip=True)
   python = str(env_dir / "bin" / "python")
   install = subprocess.run(
-      [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(ROOT)],
+      [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(source)],
       capture_output=True, text=True, timeout=900)
   if install.returncode and any(s in install.stderr for s in (
       "Could not find a version", "No matching distribution", "Failed to establish",
