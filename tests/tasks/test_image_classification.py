@@ -73,11 +73,11 @@ def test_eval_batches_cover_the_split_with_zero_weight_padding():
 
 
 def test_digits_resnet_beats_logistic_regression(tmp_path):
-  """A short LAMB run (160 steps of 64) above the linear model's validation accuracy."""
+  """A short LAMB run (320 steps of 64) above the linear model's validation accuracy."""
   config = image_config(
-      num_train_steps=160, warmup_steps=16, global_batch_size=64, micro_batch_size=8,
-      eval_batch_size=184, eval_every_steps=160, log_every_steps=40,
-      checkpoint_every_steps=160, **{"image.batch_norm_group_size": 8, "mesh.data": -1})
+      num_train_steps=320, warmup_steps=32, global_batch_size=64, micro_batch_size=8,
+      eval_batch_size=184, eval_every_steps=320, log_every_steps=80,
+      checkpoint_every_steps=320, **{"image.batch_norm_group_size": 8, "mesh.data": -1})
   metrics = loop.train_and_evaluate(config, str(tmp_path))
   assert metrics["accuracy"] > LINEAR_VALIDATION_ACCURACY, metrics
   assert metrics["top5_accuracy"] >= metrics["accuracy"]
