@@ -246,9 +246,15 @@ def restore_params(source: str, abstract_params: PyTree) -> PyTree:
   """The params of the latest checkpoint of another run (phase 1 of two-phase pretraining).
 
   ``source`` is that run's workdir or its ``checkpoints`` directory. Only the params are read
-  (with the shardings of ``abstract_params``); optimizer state and step start afresh, as in
-  Google's and NVIDIA's phase 2.
+  (with the shardings of ``abstract_params``).
   """
+  return restore_state_parts(source, {"params": abstract_params})["params"]
+
+
+def restore_state_parts(source: str, target: dict[str, PyTree]) -> dict[str, PyTree]:
+  """Parts of the latest train state of another run, e.g. ``{"params": ..., "opt_state": ...}``
+  (abstract, with shardings); the others (step, RNG) are not read."""
+  abstract_params = target["params"]
   directory = epath.Path(source)
   if not directory.is_dir():  # before Orbax, whose manager would create it
     raise FileNotFoundError(f"init_from={source!r} does not exist (or is not a directory); point "
@@ -265,14 +271,13 @@ def restore_params(source: str, abstract_params: PyTree) -> PyTree:
       raise FileNotFoundError(
           f"init_from={source!r} holds no checkpoint; point it at the workdir of the phase-1 run.")
     _check_param_shapes(manager, step, abstract_params, source)
-    target = {"params": abstract_params}
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.PyTreeRestore(
             item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
             partial_restore=True)))
   finally:
     manager.close()
-  return restored["state"]["params"]
+  return restored["state"]
 
 
 def _check_param_shapes(manager: ocp.CheckpointManager, step: int, abstract_params: PyTree,

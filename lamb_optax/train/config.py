@@ -55,8 +55,12 @@ def default_config() -> ml_collections.ConfigDict:
   # model, schedule) is refused unless True; the old config.json is then kept beside the new.
   c.allow_config_change = False
   # Phase 2 of two-phase pretraining: the workdir (or its checkpoints/<step> directory) of phase
-  # 1, whose params start this run; optimizer state, step and schedule start afresh.
+  # 1, whose params start this run; step and schedule start afresh (optimizer state: below).
   c.init_from = ""
+  # Phase 2's optimizer state: False starts it afresh (Google's BERT: init_checkpoint restores the
+  # model's trainable variables only); True carries init_from's Adam moments over, step counts
+  # restarted (NVIDIA's DeepLearningExamples run_pretraining.py --phase2).
+  c.init_from_optimizer_state = False
   # Peak FLOP/s of one device for the MFU column; 0 = look the device kind up (TPU/GPU).
   c.peak_flops_per_device = 0.0
   c.data = ml_collections.ConfigDict(dict(

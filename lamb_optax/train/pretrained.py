@@ -17,10 +17,10 @@ import tokenizers
 from etils import epath
 
 from lamb_optax import data as data_lib
-from lamb_optax.models.bert import BertForPreTraining
-from lamb_optax.train import checkpoint as checkpoint_lib
 from lamb_optax import sharding
+from lamb_optax.models.bert import BertForPreTraining
 from lamb_optax.tasks import bert_pretraining
+from lamb_optax.train import checkpoint as checkpoint_lib
 
 MASK = "[MASK]"
 
@@ -30,12 +30,6 @@ class Pretrained:
   model: BertForPreTraining
   tokenizer: tokenizers.Tokenizer
   config: ml_collections.ConfigDict
-
-
-def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  path = epath.Path(workdir) / "config.json"
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(config.to_json_best_effort(indent=2))
 
 
 def load(workdir: str) -> Pretrained:

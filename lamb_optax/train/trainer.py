@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any, Callable, Optional
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -68,11 +69,36 @@ class Trainer:
     return checkpoint_lib.restore_params(source, self.abstract_state().params)
 
   def fresh_state(self, params: Optional[PyTree] = None) -> step_lib.TrainState:
-    """A new train state from ``params`` (default: :meth:`initial_params`)."""
+    """A new train state from ``params`` (default: :meth:`initial_params`).
+
+    With ``init_from_optimizer_state`` the optimizer state comes from ``init_from`` too (see
+    :meth:`state_from_source`).
+    """
+    if params is None and self.config.init_from and self.config.init_from_optimizer_state:
+      return self.state_from_source()
     params = self.initial_params() if params is None else params
     with jax.set_mesh(self.mesh):
       return jax.jit(lambda p: step_lib.create_train_state(p, self.tx, self.config.seed),
                      out_shardings=self.state_shardings)(params)
+
+  def state_from_source(self) -> step_lib.TrainState:
+    """Params *and* optimizer state of ``init_from``, its step counters restarted at 0.
+
+    NVIDIA's two-phase BERT recipe (DeepLearningExamples ``run_pretraining.py --phase2``) loads
+    phase 1's optimizer state, Adam moments included, and sets each state's ``step`` to the new
+    run's global step (0); Google's (``init_checkpoint``) restores only the model's trainable
+    variables, which is ``init_from_optimizer_state=False``. Needs the same optimizer.
+    """
+    if getattr(self.task, "params_from", None) is not None:
+      raise ValueError("init_from_optimizer_state needs the source run's own params and optimizer "
+                       "(two-phase pretraining); this task converts its params (fine-tuning). "
+                       "Set init_from_optimizer_state=False.")
+    abstract = self.abstract_state()
+    parts = checkpoint_lib.restore_state_parts(
+        self.config.init_from, {"params": abstract.params, "opt_state": abstract.opt_state})
+    restart = lambda x: jnp.zeros_like(x) if jnp.issubdtype(x.dtype, jnp.integer) else x
+    state = self.fresh_state(parts["params"])
+    return state._replace(opt_state=jax.tree.map(restart, parts["opt_state"]))
 
   def abstract_batch(self) -> dict[str, jax.ShapeDtypeStruct]:
     """The global train batch as ``ShapeDtypeStruct``s (for compiling without data)."""

@@ -12,8 +12,8 @@ from lamb_optax.data import corpus
 from lamb_optax.tasks import docs_classification
 from lamb_optax.train import checkpoint as checkpoint_lib
 from lamb_optax.train import config as config_lib
-from lamb_optax.train import pretrained
 from lamb_optax.train import trainer as trainer_lib
+from lamb_optax.train import workdir as workdir_lib
 
 TINY = dict(hidden_size=32, num_heads=2, intermediate_size=64, num_layers=2)
 
@@ -37,7 +37,7 @@ def pretraining_workdir(tmp_path_factory):
   checkpointer = checkpoint_lib.Checkpointer(workdir, async_save=False)
   checkpointer.save(7, state)
   checkpointer.close()
-  pretrained.save_config(trainer.config, workdir)
+  workdir_lib.save_config(trainer.config, workdir)
   return workdir, jax.device_get(state.params)
 
 
