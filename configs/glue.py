@@ -18,6 +18,10 @@ Settings and their sources:
 * warmup 10% then linear decay, Adam with weight decay 0.01, eps 1e-6, no bias correction,
   gradient clipping at norm 1.0: google-research/bert optimization.py (AdamWeightDecayOptimizer)
   and run_classifier.py (warmup_proportion 0.1, max_seq_length 128).
+* NVIDIA's recipe (DeepLearningExamples PyTorch/LanguageModeling/BERT/scripts/run_glue.sh, read
+  for this config; MRPC only): BERT-Large uncased, 2 epochs, lr 5e-6, batch 12 per GPU on 8
+  GPUs (96), max_seq_length 128, fp32: --config.learning_rate=5e-6
+  --config.global_batch_size=96 (and --config.num_train_steps for 2 epochs).
 * LAMB instead: --config.optimizer.name=lamb (its learning rate needs its own sweep; the LAMB
   paper reports no GLUE recipe).
 Expected (BERT-Large, Devlin et al. Table 1, GLUE test set): MNLI 86.7/85.9, QNLI 92.7, SST-2

@@ -20,6 +20,10 @@ Settings and their sources:
   fine-tune 3 epochs at lr 5e-5, batch 32). Appendix A.3's grid: lr {5e-5, 3e-5, 2e-5}.
 * Adam with weight decay 0.01, eps 1e-6, no bias correction, clipping at 1.0:
   google-research/bert optimization.py. LAMB instead: --config.optimizer.name=lamb.
+* NVIDIA's recipe (DeepLearningExamples PyTorch/LanguageModeling/BERT/scripts/run_squad.sh, read
+  for this config): BERT-Large uncased, 2 epochs, lr 3e-5, batch 24 per GPU on 8 GPUs (192),
+  max_seq_length 384, doc_stride 128, fp16, seed 42: --config.global_batch_size=192
+  --config.learning_rate=3e-5 (and --config.num_train_steps for 2 epochs at that batch).
 Steps: 2 epochs of ~88.6k training windows (train-v1.1.json at 384/128, uncased BERT
 vocabulary; the exact count is printed at the start of the run) / 32.
 Expected (Devlin et al. Table 2, dev): BERT-Base EM 80.8 / F1 88.5; BERT-Large 84.1 / 90.9.
