@@ -28,6 +28,8 @@ from typing import Any, Optional
 import ml_collections
 from etils import epath
 
+from lamb_optax.train import config as config_lib
+
 LOCK_FILE = "run.lock"
 CONFIG_FILE = "config.json"
 
@@ -129,14 +131,27 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
   return out
 
 
-def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+def changed_keys(old: dict[str, Any], new: dict[str, Any],
+                 defaults: Optional[dict[str, Any]] = None) -> list[str]:
   """Keys (dotted) whose values differ between two config.json dicts, free keys excluded.
+
+  A key the old config lacks (a run written before the key existed) is unchanged where the new
+  value is the schema's default in ``defaults``: new keys default to the old behaviour.
 
   >>> changed_keys({"seed": 0, "mesh": {"data": 4}}, {"seed": 1, "mesh": {"data": 2}})
   ['seed']
+  >>> changed_keys({"seed": 0}, {"seed": 0, "new_key": False}, defaults={"new_key": False})
+  []
   """
   a, b = _flat(old), _flat(new)
-  return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k not in FREE_KEYS)
+  d = _flat(defaults or {})
+
+  def changed(k: str) -> bool:
+    if k in FREE_KEYS or a.get(k) == b.get(k):
+      return False
+    return not (k not in a and k in d and b.get(k) == d[k])
+
+  return sorted(k for k in a.keys() | b.keys() if changed(k))
 
 
 def check_config_change(config: ml_collections.ConfigDict, workdir: str, resuming: bool) -> None:
@@ -145,7 +160,8 @@ def check_config_change(config: ml_collections.ConfigDict, workdir: str, resumin
   path = epath.Path(workdir) / CONFIG_FILE
   if not resuming or not path.exists() or config.allow_config_change:
     return
-  changed = changed_keys(json.loads(path.read_text()), _as_json(config))
+  changed = changed_keys(json.loads(path.read_text()), _as_json(config),
+                         _as_json(config_lib.default_config()))
   if changed:
     old = _flat(json.loads(path.read_text()))
     new = _flat(_as_json(config))

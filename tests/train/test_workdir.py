@@ -132,3 +132,15 @@ def test_init_from_of_another_shape_is_one_clear_error(tmp_path):
                      match=r"params of another model: 1 mismatch\(es\): w: checkpoint \(3, 4\) vs "
                            r"run \(3, 8\)"):
     checkpoint_lib.restore_params(str(tmp_path), wanted)
+
+
+def test_a_key_added_to_the_schema_later_does_not_block_resuming(tmp_path):
+  # A run written before a key existed ran with the behaviour the key's default stands for.
+  config = small_config("unused")
+  old = json.loads(config.to_json_best_effort())
+  del old["init_from_optimizer_state"]
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  workdir_lib.check_config_change(config, str(tmp_path), resuming=True)
+  config.init_from_optimizer_state = True  # not the default: a real change
+  with pytest.raises(workdir_lib.WorkdirError, match="init_from_optimizer_state: None -> True"):
+    workdir_lib.check_config_change(config, str(tmp_path), resuming=True)
