@@ -235,8 +235,9 @@ def known_accelerators() -> list[str]:
 def topology(slice_: Slice) -> Topology:
   """The topology JAX compiles ``slice_`` for; raises :class:`AcceleratorError` when unknown.
 
-  >>> topology(parse_accelerator("v4-1024"))
-  Topology(name='v4:8x8x8', chip_config_name='megacore', shape=(8, 8, 8))
+  >>> t = topology(parse_accelerator("v4-1024"))
+  >>> t.name, t.chip_config_name, t.shape
+  ('v4:8x8x8', 'megacore', (8, 8, 8))
   >>> topology(parse_accelerator("v5litepod-4")).name, topology(parse_accelerator("v5p-8")).name
   ('v5e:2x2', 'v5p:2x2x1')
   """
