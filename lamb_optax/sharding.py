@@ -330,3 +330,10 @@ def _check_process_rows(batch_sharding: jax.sharding.Sharding, global_rows: int,
         f"{global_rows}, not the block [{process * block}, {(process + 1) * block}) that its "
         "data loader reads: the mesh's batch axes must list the devices process by process "
         "(jax.make_mesh over jax.devices() does). Build the mesh from devices in process order.")
+
+
+def with_shardings(abstract: Any, shardings: Any) -> Any:
+  """``ShapeDtypeStruct``s of ``abstract`` laid out by ``shardings`` (what Orbax restores into,
+  what jit lowers for)."""
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      abstract, shardings)

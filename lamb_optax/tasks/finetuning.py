@@ -138,9 +138,7 @@ def load_encoder(encoder: EncoderSource, abstract_bert: PyTree, bert_shardings: 
   """The encoder params ``bert/...`` of a workdir's latest checkpoint (read by the trainer's
   ``restore_params``) or a Hugging Face dir."""
   if encoder.kind == "workdir":
-    target = {"bert": jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_bert,
-        bert_shardings)}
+    target = {"bert": sharding.with_shardings(abstract_bert, bert_shardings)}
     return restore_params(encoder.path, target)["bert"]
   if encoder.kind == "huggingface":
     if not any(os.path.isfile(os.path.join(encoder.path, w)) for w in _HF_WEIGHTS[:2]):

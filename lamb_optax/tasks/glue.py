@@ -214,9 +214,8 @@ def predict(workdir: str, restore_params: Callable[[str, Any], Any]) -> dict[str
   mesh = sharding.make_mesh({"data": 1}, devices=jax.devices()[:1])
   task_def = glue_task(config.finetune.glue_task)
   task = build(config, mesh, workdir)
-  params = restore_params(workdir, jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), task.abstract_params(),
-      task.param_shardings))
+  params = restore_params(
+      workdir, sharding.with_shardings(task.abstract_params(), task.param_shardings))
   outputs = task.predict(params, task.eval)
   metrics = score(task_def, outputs, task.eval["label"])
   name = config.finetune.glue_task

@@ -180,9 +180,8 @@ def predict(workdir: str, restore_params: Callable[[str, Any], Any]) -> dict[str
     config = ml_collections.ConfigDict(json.load(fh))
   mesh = sharding.make_mesh({"data": 1}, devices=jax.devices()[:1])
   task = build(config, mesh, workdir)
-  params = restore_params(workdir, jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), task.abstract_params(),
-      task.param_shardings))
+  params = restore_params(
+      workdir, sharding.with_shardings(task.abstract_params(), task.param_shardings))
   starts, ends = task.logits(params)
   f = config.finetune
   predictions = squad_data.predict_answers(

@@ -94,12 +94,6 @@ def verify_checksums(step_dir: epath.Path) -> Optional[list[str]]:
   return bad
 
 
-def abstract_target(abstract: PyTree, shardings: PyTree) -> PyTree:
-  """``ShapeDtypeStruct``s of ``abstract`` laid out by ``shardings``: what Orbax restores into."""
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                      abstract, shardings)
-
-
 def _leaves(tree: PyTree):
   return jax.tree_util.tree_flatten_with_path(tree)[0]
 

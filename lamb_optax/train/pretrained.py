@@ -45,7 +45,7 @@ def load(workdir: str) -> Pretrained:
   mesh = sharding.make_mesh({"data": 1}, devices=jax.devices()[:1])
   task = bert_pretraining.build_model(config, mesh, data_lib.vocab_size(tokenizer))
   params = checkpoint_lib.restore_params(
-      workdir, checkpoint_lib.abstract_target(task.abstract_params(), task.param_shardings))
+      workdir, sharding.with_shardings(task.abstract_params(), task.param_shardings))
   return Pretrained(task.model(params), tokenizer, config)
 
 

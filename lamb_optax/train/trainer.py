@@ -48,8 +48,7 @@ class Trainer:
     with jax.set_mesh(self.mesh):
       abstract = jax.eval_shape(lambda p: step_lib.create_train_state(p, self.tx, self.config.seed),
                                 self.task.abstract_params())
-    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                        abstract, self.state_shardings)
+    return sharding.with_shardings(abstract, self.state_shardings)
 
   def initial_params(self) -> PyTree:
     """The params a new run starts from: the task's fresh initialisation, or ``init_from``'s.
