@@ -1,4 +1,5 @@
-"""Large-batch learning-rate schedules: warmup + polynomial decay, two phases, the paper's table.
+"""Large-batch learning-rate schedules: warmup + polynomial decay, two phases, the paper's table,
+and the vision recipes' warmup + (polynomial after the warmup | cosine | step) schedules.
 
 Every schedule here is an ``optax.Schedule`` (``step -> lr``), pure ``jnp``, safe under ``jit``.
 Bad arguments raise ``ValueError`` at construction, never inside a trace.
@@ -185,3 +186,90 @@ def paper_schedule(batch_size: int, total_steps: int, power: float = 1.0) -> opt
   """
   warmup = round(paper_warmup_ratio(batch_size) * total_steps)
   return warmup_polynomial_decay(paper_learning_rate(batch_size), total_steps, warmup, power)
+
+
+# Vision recipes: the decay starts after the warmup (optax's convention), not at step 0 as in
+# BERT's warmup_polynomial_decay above.
+
+
+def _check_rates(peak_value, end_value) -> None:
+  if not (math.isfinite(peak_value) and math.isfinite(end_value)) or peak_value < 0 or (
+      end_value < 0):
+    raise ValueError(f"Learning rates must be finite and >= 0, got peak {peak_value}, end "
+                     f"{end_value}.")
+
+
+def _warmup_then(peak_value: float, warmup_steps: int, after: optax.Schedule) -> optax.Schedule:
+  """Linear warmup from 0 to ``peak_value`` over ``warmup_steps``, then ``after`` from its
+  step 0 (no warmup: ``after`` alone)."""
+  if not warmup_steps:
+    return after
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, peak_value, warmup_steps), after], [warmup_steps])
+
+
+def warmup_then_polynomial_decay(peak_value: float, total_steps: int, warmup_steps: int,
+                                 power: float = 2.0, end_value: float = 0.0) -> optax.Schedule:
+  """Linear warmup, then polynomial decay from the peak over the steps *after* the warmup::
+
+    lr(t) = peak · t / warmup                                                  t < warmup
+    lr(t) = end + (peak − end) · (1 − (t − warmup) / (total − warmup)) ** power   t ≥ warmup
+
+  The MLPerf ResNet-50 LARS schedule (power 2, end 1e-4; ``lars_util.poly_rate_schedule`` in
+  mlcommons/training_results_v0.7, which divides by ``total − warmup + 1``: one step apart).
+
+  >>> s = warmup_then_polynomial_decay(10.0, total_steps=110, warmup_steps=10, end_value=0.0)
+  >>> [round(float(s(t)), 3) for t in (0, 5, 10, 60, 110)]
+  [0.0, 5.0, 10.0, 2.5, 0.0]
+  """
+  _check_warmup(warmup_steps, total_steps)
+  if warmup_steps == total_steps:
+    raise ValueError(f"warmup_steps={warmup_steps} leaves no steps to decay over (total_steps="
+                     f"{total_steps}); shorten the warmup.")
+  if not power > 0:
+    raise ValueError(f"`power` (the decay power) must be > 0, got {power!r}.")
+  _check_rates(peak_value, end_value)
+  decay = optax.polynomial_schedule(peak_value, end_value, power, total_steps - warmup_steps)
+  return _warmup_then(peak_value, warmup_steps, decay)
+
+
+def warmup_cosine_decay(peak_value: float, total_steps: int, warmup_steps: int,
+                        end_value: float = 0.0) -> optax.Schedule:
+  """Linear warmup, then half a cosine from the peak to ``end_value`` at ``total_steps``:
+  ``optax.warmup_cosine_decay_schedule`` (big_vision's ``decay_type='cosine'``).
+
+  >>> s = warmup_cosine_decay(1.0, total_steps=110, warmup_steps=10)
+  >>> [round(float(s(t)), 3) for t in (5, 10, 60, 110)]
+  [0.5, 1.0, 0.5, 0.0]
+  """
+  _check_warmup(warmup_steps, total_steps)
+  if warmup_steps == total_steps:
+    raise ValueError(f"warmup_steps={warmup_steps} leaves no steps to decay over (total_steps="
+                     f"{total_steps}); shorten the warmup.")
+  _check_rates(peak_value, end_value)
+  return optax.warmup_cosine_decay_schedule(0.0, peak_value, warmup_steps, total_steps, end_value)
+
+
+def warmup_piecewise_constant(peak_value: float, total_steps: int, warmup_steps: int,
+                              boundaries, factor: float = 0.1) -> optax.Schedule:
+  """Linear warmup, then ``peak_value`` multiplied by ``factor`` at each step of ``boundaries``
+  (absolute steps, increasing, after the warmup and within the run): Goyal et al.'s step
+  schedule (×0.1 at epochs 30, 60 and 80) via ``optax.piecewise_constant_schedule``.
+
+  >>> s = warmup_piecewise_constant(1.0, 100, 10, boundaries=(30, 60), factor=0.1)
+  >>> [round(float(s(t)), 4) for t in (5, 10, 29, 30, 60, 100)]
+  [0.5, 1.0, 1.0, 0.1, 0.01, 0.01]
+  """
+  _check_warmup(warmup_steps, total_steps)
+  _check_rates(peak_value, 0.0)
+  boundaries = tuple(boundaries)
+  if any(isinstance(b, bool) or not isinstance(b, int) for b in boundaries) or not all(
+      warmup_steps < b < total_steps for b in boundaries) or list(boundaries) != sorted(
+          set(boundaries)):
+    raise ValueError(f"boundaries {boundaries} must be increasing integer steps after the warmup "
+                     f"({warmup_steps}) and before the end of the run ({total_steps}).")
+  if not 0 < factor <= 1:
+    raise ValueError(f"`factor` must lie in (0, 1], got {factor!r}.")
+  steps = optax.piecewise_constant_schedule(
+      peak_value, {b - warmup_steps: factor for b in boundaries})
+  return _warmup_then(peak_value, warmup_steps, steps)

@@ -74,6 +74,46 @@ def test_paper_schedule_uses_the_table_lr_and_warmup():
   assert float(s(3125)) == pytest.approx(peak * (1 - 3125 / 125_000), rel=1e-6)
 
 
+def reference_after_warmup(t, peak, total, warmup, kind, power=2.0, end=0.0,
+                           boundaries=(), factor=0.1):
+  """The vision schedules in plain Python: decay measured from the end of the warmup."""
+  if t < warmup:
+    return peak * t / warmup
+  frac = min(1.0, (t - warmup) / (total - warmup))
+  if kind == "polynomial":
+    return end + (peak - end) * (1 - frac) ** power
+  if kind == "cosine":
+    return end + (peak - end) * 0.5 * (1 + np.cos(np.pi * frac))
+  return peak * factor ** sum(t >= b for b in boundaries)
+
+
+@pytest.mark.parametrize("kind, build", [
+    ("polynomial", lambda: schedules.warmup_then_polynomial_decay(
+        17.0, total_steps=60, warmup_steps=9, power=2.0, end_value=1e-4)),
+    ("cosine", lambda: schedules.warmup_cosine_decay(
+        1e-3, total_steps=60, warmup_steps=9, end_value=1e-5)),
+    ("piecewise", lambda: schedules.warmup_piecewise_constant(
+        3.2, total_steps=60, warmup_steps=9, boundaries=(20, 40, 53), factor=0.1)),
+])
+def test_vision_schedules_match_formula_under_jit(kind, build):
+  s = build()
+  peak = float(s(9))
+  ts = np.arange(0, 70)
+  actual = np.asarray(jax.jit(jax.vmap(s))(ts))
+  kwargs = {"polynomial": dict(power=2.0, end=1e-4), "cosine": dict(end=1e-5),
+            "piecewise": dict(boundaries=(20, 40, 53))}[kind]
+  expected = [reference_after_warmup(t, peak, 60, 9, kind, **kwargs) for t in ts]
+  np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-9)
+  assert actual[0] == 0.0 and peak == pytest.approx({"polynomial": 17.0, "cosine": 1e-3,
+                                                     "piecewise": 3.2}[kind])
+
+
+def test_vision_schedules_without_warmup_start_at_the_peak():
+  assert float(schedules.warmup_then_polynomial_decay(2.0, 10, 0)(0)) == 2.0
+  assert float(schedules.warmup_cosine_decay(2.0, 10, 0)(0)) == 2.0
+  assert float(schedules.warmup_piecewise_constant(2.0, 10, 0, (5,))(5)) == pytest.approx(0.2)
+
+
 @pytest.mark.parametrize("build, match", [
     (lambda: schedules.paper_learning_rate(0), "outside"),
     (lambda: schedules.paper_learning_rate(131072), "outside"),
@@ -86,6 +126,14 @@ def test_paper_schedule_uses_the_table_lr_and_warmup():
     (lambda: schedules.bert_two_phase_schedule(1e-3, 100, 10, 1e-3, 50, 5, phase2_start=0),
      "out of order"),
     (lambda: schedules.bert_two_phase_schedule(1e-3, 100, 10, 1e-3, 50, 60), "longer"),
+    (lambda: schedules.warmup_then_polynomial_decay(1.0, 100, 100), "no steps to decay"),
+    (lambda: schedules.warmup_then_polynomial_decay(1.0, 100, 10, power=0.0), "power"),
+    (lambda: schedules.warmup_cosine_decay(1.0, 100, 100), "no steps to decay"),
+    (lambda: schedules.warmup_cosine_decay(-1.0, 100, 10), "finite and >= 0"),
+    (lambda: schedules.warmup_piecewise_constant(1.0, 100, 10, (5,)), "after the warmup"),
+    (lambda: schedules.warmup_piecewise_constant(1.0, 100, 10, (60, 30)), "increasing"),
+    (lambda: schedules.warmup_piecewise_constant(1.0, 100, 10, (100,)), "before the end"),
+    (lambda: schedules.warmup_piecewise_constant(1.0, 100, 10, (50,), factor=0.0), "factor"),
 ])
 def test_bad_input(build, match):
   with pytest.raises(ValueError, match=match):

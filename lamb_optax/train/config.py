@@ -18,7 +18,7 @@ from absl import flags
 from ml_collections import config_dict
 from ml_collections import config_flags
 
-from lamb_optax.train.recipes import OPTIMIZERS
+from lamb_optax.train.recipes import LR_SCHEDULES, OPTIMIZERS
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -33,11 +33,19 @@ def default_config() -> ml_collections.ConfigDict:
   # Optimizer: a name from OPTIMIZERS and its keyword arguments (learning rate is separate).
   c.optimizer = ml_collections.ConfigDict(dict(name="lamb", kwargs=ml_collections.ConfigDict(
       dict(weight_decay=0.01))))
-  # Learning rate: linear warmup, then polynomial decay to `end_learning_rate` at the last step.
+  # Learning rate: linear warmup from 0 to `learning_rate` over `warmup_steps`, then the decay
+  # `lr_schedule` names (recipes.LR_SCHEDULES): "polynomial" decays to `end_learning_rate` at the
+  # last step with the power measured over the whole run (BERT); "warmup_polynomial" measures it
+  # over the steps after the warmup (MLPerf LARS); "warmup_cosine" is a cosine to
+  # `end_learning_rate`; "warmup_piecewise" multiplies by `lr_decay_factor` at each step of
+  # `lr_boundaries` (Goyal et al.'s ×0.1 at epochs 30/60/80).
   c.learning_rate = 1e-3
   c.warmup_steps = 100
+  c.lr_schedule = "polynomial"
   c.decay_power = 1.0
   c.end_learning_rate = 0.0
+  c.lr_boundaries = ()  # "warmup_piecewise": absolute steps, e.g. (4680, 9360)
+  c.lr_decay_factor = 0.1  # "warmup_piecewise"
   c.global_batch_size = 128
   c.micro_batch_size = 16  # per data-parallel device
   c.num_train_steps = 1000
@@ -162,6 +170,44 @@ def paper_lamb_phase(preset: str, *, global_batch_size: int, num_train_steps: in
   config.log_every_steps = 50
   config.eval_every_steps = 1000 if max_seq_length <= 128 else 500
   config.checkpoint_every_steps = 500 if max_seq_length <= 128 else 250
+  return config
+
+
+# ImageNet-1k's training images: TFDS imagenet2012's train split, and the `num_train_images`
+# default of the TPU ResNet code (fastalgo/imagenet_resnet50_lamb resnet_main.py).
+IMAGENET_TRAIN_IMAGES = 1_281_167
+
+
+def epochs_to_steps(epochs: float, global_batch_size: int,
+                    num_examples: int = IMAGENET_TRAIN_IMAGES) -> int:
+  """Optimizer steps that cover ``epochs`` passes over ``num_examples``, rounded up.
+
+  >>> epochs_to_steps(90, 32768), epochs_to_steps(20, 32768)  # the LAMB author's ImageNet run
+  (3519, 782)
+  """
+  return math.ceil(epochs * num_examples / global_batch_size - 1e-9)
+
+
+def imagenet_config(model: str, preset: str, *, global_batch_size: int, micro_batch_size: int,
+                    num_train_steps: int, warmup_steps: int) -> ml_collections.ConfigDict:
+  """The common part of ``configs/imagenet_*.py``: TFDS imagenet2012 at 224 pixels with the
+  Inception crop + flip (evaluation: resize 256, centre crop 224), bfloat16 compute, the whole
+  validation split (50,000 images) at each evaluation, about every 4 epochs."""
+  config = default_config()
+  config.task = "image_classification"
+  config.image.model = model
+  config.image.preset = preset
+  config.image.dataset = "imagenet2012"
+  config.image.augment = "imagenet"
+  config.image.dtype = "bfloat16"
+  config.global_batch_size = global_batch_size
+  config.micro_batch_size = micro_batch_size
+  config.num_train_steps = num_train_steps
+  config.warmup_steps = warmup_steps
+  config.log_every_steps = 50
+  config.eval_every_steps = max(1, min(num_train_steps, epochs_to_steps(4, global_batch_size)))
+  config.checkpoint_every_steps = config.eval_every_steps
+  config.eval_batches = 1000  # an upper bound: evaluation stops at the end of the split
   return config
 
 
@@ -359,6 +405,12 @@ def check_schedule(config: ml_collections.ConfigDict) -> None:
                      f"= {config.num_train_steps}]: the warmup cannot be longer than the run.")
   if not config.decay_power > 0:
     raise ValueError(f"decay_power must be > 0, got {config.decay_power}.")
+  if config.lr_schedule not in LR_SCHEDULES:
+    raise ValueError(f"Unknown lr_schedule {config.lr_schedule!r}; choose one of "
+                     f"{sorted(LR_SCHEDULES)}.")
+  if config.lr_schedule == "warmup_piecewise" and not config.lr_boundaries:
+    raise ValueError("lr_schedule 'warmup_piecewise' needs lr_boundaries (steps at which the rate "
+                     "is multiplied by lr_decay_factor), e.g. --config.lr_boundaries='(30, 60)'.")
   if not (math.isfinite(config.learning_rate) and config.learning_rate >= 0):
     raise ValueError(f"learning_rate must be finite and >= 0, got {config.learning_rate}.")
   if config.optimizer.name not in OPTIMIZERS:

@@ -1,7 +1,8 @@
 """Builds an optimizer and its schedule from a config (the schema of ``configs/``).
 
 Reads ``optimizer.name``, ``optimizer.kwargs``, ``learning_rate``, ``warmup_steps``,
-``num_train_steps``, ``decay_power`` and ``end_learning_rate``. Imports only optax and
+``num_train_steps``, ``lr_schedule``, ``decay_power``, ``end_learning_rate``, ``lr_boundaries``
+and ``lr_decay_factor``. Imports only jax, optax and
 ml_collections besides the optimizer package, so recipes can be checked without the trainer.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable
 
+import jax
 import ml_collections
 import optax
 
@@ -39,6 +41,44 @@ def momentum_sgd(learning_rate: float | optax.Schedule, momentum: float = 0.9,
       optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov))
 
 
+def optax_lars(learning_rate: float | optax.Schedule, momentum: float = 0.9,
+               weight_decay: float = 1e-4, trust_coefficient: float = 0.001, eps: float = 0.0,
+               nesterov: bool = False,
+               weight_decay_mask: Any = masks.DEFAULT_WEIGHT_DECAY_MASK,
+               trust_ratio_mask: Any = None, stacked_axes: Any = None
+               ) -> optax.GradientTransformation:
+  """LARS as MLPerf's ResNet-50 submissions run it: ``optax.lars`` on our default masks.
+
+  Per tensor ``m ← β·m + η_t·r·(g + λx); x ← x − m`` with ``r = trust_coefficient·‖x‖ /
+  (‖g + λx‖ + eps)``, neither decay nor ratio on biases and BatchNorm parameters (these take
+  plain momentum at ``η_t``). TensorFlow's ``LARSOptimizer`` (``eeta=0.001``, ``skip_list=
+  ['batch_normalization', 'bias']``, used by mlcommons/training_results_v0.7 Google ResNet) is
+  the same update except its denominator ``‖g‖ + λ‖x‖`` (≥ ``‖g + λx‖``). Unlike
+  :func:`lamb_optax.lars` (the LAMB paper's, dampened momentum, rate outside), the rate enters
+  the momentum, so MLPerf's learning rates (e.g. 17 at batch 8192) carry over unchanged.
+  ``trust_ratio_mask`` defaults to ``weight_decay_mask``. One norm per leaf: stacked layers
+  (a non-zero ``stacked_axes``) are refused.
+
+  >>> import jax.numpy as jnp
+  >>> tx = optax_lars(1.0, weight_decay=0.0, trust_coefficient=0.5)
+  >>> params = {"w": {"kernel": jnp.ones(4), "bias": jnp.ones(4)}}
+  >>> u, _ = tx.update({"w": {"kernel": jnp.full(4, 2.0), "bias": jnp.full(4, 2.0)}},
+  ...                  tx.init(params), params)
+  >>> u["w"]["kernel"].tolist(), u["w"]["bias"].tolist()  # ratio 0.5·2/4 on kernels, none on bias
+  ([-0.5, -0.5, -0.5, -0.5], [-2.0, -2.0, -2.0, -2.0])
+  """
+  if any(a for a in jax.tree.leaves(stacked_axes)):
+    raise ValueError("optax_lars takes one norm per parameter leaf and cannot split stacked "
+                     "layers; use optimizer 'lars' (lamb_optax.lars) for stacked models.")
+  if trust_ratio_mask is None:
+    trust_ratio_mask = weight_decay_mask
+  return optax.lars(learning_rate, weight_decay=weight_decay,
+                    weight_decay_mask=aliases.decay_mask_for_optax(weight_decay_mask) or True,
+                    trust_coefficient=trust_coefficient, eps=eps,
+                    trust_ratio_mask=aliases.decay_mask_for_optax(trust_ratio_mask) or True,
+                    momentum=momentum, nesterov=nesterov)
+
+
 OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "lamb": aliases.lamb,
     "lars": aliases.lars,
@@ -47,14 +87,35 @@ OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "nnlamb": aliases.nnlamb,
     "adamw": aliases.adamw_baseline,
     "sgd": momentum_sgd,
+    "optax_lars": optax_lars,
+}
+
+# config.lr_schedule -> what it means (check_schedule and the docs list these).
+LR_SCHEDULES = {
+    "polynomial": "warmup, then polynomial decay measured over the whole run (BERT)",
+    "warmup_polynomial": "warmup, then polynomial decay over the steps after it (MLPerf LARS)",
+    "warmup_cosine": "warmup, then cosine decay to end_learning_rate (big_vision)",
+    "warmup_piecewise": "warmup, then ×lr_decay_factor at each of lr_boundaries (Goyal et al.)",
 }
 
 
 def schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-  """:func:`lamb_optax.schedules.warmup_polynomial_decay` with the config's numbers."""
-  return schedules.warmup_polynomial_decay(
-      config.learning_rate, config.num_train_steps, config.warmup_steps,
-      power=config.decay_power, end_value=config.end_learning_rate)
+  """The schedule ``config.lr_schedule`` names (default ``"polynomial"``:
+  :func:`lamb_optax.schedules.warmup_polynomial_decay`) with the config's numbers."""
+  name = config.get("lr_schedule", "polynomial")
+  peak, total, warmup = config.learning_rate, config.num_train_steps, config.warmup_steps
+  if name == "polynomial":
+    return schedules.warmup_polynomial_decay(
+        peak, total, warmup, power=config.decay_power, end_value=config.end_learning_rate)
+  if name == "warmup_polynomial":
+    return schedules.warmup_then_polynomial_decay(
+        peak, total, warmup, power=config.decay_power, end_value=config.end_learning_rate)
+  if name == "warmup_cosine":
+    return schedules.warmup_cosine_decay(peak, total, warmup, end_value=config.end_learning_rate)
+  if name == "warmup_piecewise":
+    return schedules.warmup_piecewise_constant(
+        peak, total, warmup, tuple(config.lr_boundaries), config.lr_decay_factor)
+  raise ValueError(f"Unknown lr_schedule {name!r}; choose one of {sorted(LR_SCHEDULES)}.")
 
 
 def build_optimizer(
