@@ -30,6 +30,7 @@ Run it beside transformers 4.57.6 (the last release with the Flax models; see
   /tmp/venv-hfflax/bin/python scripts/benchmark_train_step.py --rounds 5 --steps 2
   python scripts/benchmark_train_step.py --micro-batches 4 --batch 32 --no-hf
   python scripts/benchmark_train_step.py --quick --no-hf --json /tmp/out.json
+  python scripts/benchmark_train_step.py --no-hf --rounds 1 --profile /tmp/step_profile
 
 ``--quick`` is a smoke test (tiny preset, 1 round of 2 steps, seconds). BERT-base on a 2-core CPU
 needs several minutes. Imports no input pipeline or checkpointing (grain, orbax, TFDS).
@@ -38,7 +39,9 @@ needs several minutes. Imports no input pipeline or checkpointing (grain, orbax,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import statistics
 from typing import Any
 
@@ -50,6 +53,7 @@ from lamb_optax import sharding
 from lamb_optax.models import bert
 from lamb_optax.train import config as config_lib
 from lamb_optax.train import metrics as metrics_lib
+from lamb_optax.train import profiling
 from lamb_optax.train import trainer as trainer_lib
 from lamb_optax.train.benchmarking import (BestOfRunner, PlainSteps, Runner, add_common_args,
                                            hf_available, hf_decay_mask, hf_loss_fn, hf_model,
@@ -91,6 +95,18 @@ class TrainerStep:
       self.state, metrics = self._step(self.state, self.batch)
     return metrics["loss"]
 
+  def profile(self, trace_dir: str, steps: int = 2) -> list[profiling.Cost]:
+    """Traces ``steps`` steps and attributes their kernel time (``lamb_optax.train.profiling``)."""
+    with jax.set_mesh(self.trainer.mesh):
+      hlo = self._step.lower(self.state, self.batch).compile().as_text()
+    with open(os.path.join(trace_dir, "train_step.hlo.txt"), "w") as f:
+      f.write(hlo)
+    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+      for _ in range(steps):
+        jax.block_until_ready(self.train())
+    return profiling.attribute(profiling.instructions(hlo), profiling.kernel_seconds(trace_dir),
+                               steps)
+
 
 def huggingface(config: bert.BertConfig, learning_rate: optax.Schedule, weight_decay: float,
                 batch: dict[str, jax.Array]) -> PlainSteps:
@@ -118,6 +134,9 @@ def parse_args() -> argparse.Namespace:
   add_common_args(parser, "tiny preset, 1 round of 2 steps: a smoke test (seconds)")
   parser.add_argument("--micro-batches", type=int, default=1,
                       help="gradient-accumulation micro-batches per step (ours only)")
+  parser.add_argument("--profile", metavar="DIR",
+                      help="after timing, trace 2 of our steps into DIR (perfetto + optimized "
+                      "HLO) and print where their kernel time goes")
   args = parser.parse_args()
   if args.quick:
     args.preset, args.rounds, args.steps = "tiny", 1, 2
@@ -180,6 +199,12 @@ def main() -> None:
       compile_s={r.name: r.compile_s[MODE] for r in runners if r.name != MATMUL})
   if hf:
     report["ratio_vs_hf"] = speeds["ours"] / speeds["huggingface"]
+  if args.profile:
+    os.makedirs(args.profile, exist_ok=True)
+    costs = ours.profile(args.profile)
+    report["profile"] = [dataclasses.asdict(c) for c in costs]
+    print(f"\nwhere our step's kernel time goes (trace and HLO in {args.profile}):")
+    print(profiling.markdown(costs))
   print("\n".join(report_lines(report)))
   if args.output:
     with open(args.output, "w") as f:

@@ -27,6 +27,7 @@ True
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.extend.random import threefry2x32_p
 
 from lamb_optax.masks import path_to_str
 from lamb_optax.models.config import BertConfig, flops_per_token
@@ -49,9 +51,20 @@ __all__ = [
 STACKED_LAYERS_PATH = "bert/encoder/layers"
 
 _REMAT_POLICIES = {
+    "none": jax.checkpoint_policies.everything_saveable,
     "full": jax.checkpoint_policies.nothing_saveable,
     "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
+# Ops that take one layer out of the stacked tensors: never saved for the backward pass, which
+# takes the layer again (saving them would copy every layer's weights into a residual stack).
+_LAYER_INDEXING = ("dynamic_slice", "squeeze", "reshape")
+
+
+def _layer_policy(remat: str):
+  """The remat policy of a scanned layer: ``remat``'s, and never the indexed weights."""
+  saveable = _REMAT_POLICIES[remat]
+  return lambda prim, *args, **params: (
+      prim.name not in _LAYER_INDEXING and saveable(prim, *args, **params))
 
 
 def _axes(*names: str | None) -> dict[str, tuple[str | None, ...]]:
@@ -100,10 +113,44 @@ def _gather(x: jax.Array, positions: jax.Array) -> jax.Array:
   return jnp.take_along_axis(x, positions[:, :, None].astype(jnp.int32), axis=1)
 
 
+_DRAWS_PER_HASH = 4  # a Threefry-2x32 hash gives 64 random bits: four 16-bit draws
+
+
+def _uniform16(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """uint16 draws of ``shape``, four per Threefry-2x32 hash (``jax.random.bits``: one per hash).
+
+  Draw ``j`` of the last axis comes from hashing the flat index of its group of four in the
+  global array, so every element depends on the key and its position only: the same on any
+  device layout, like jax's partitionable Threefry.
+  """
+  *lead, last = shape
+  groups = tuple(lead) + (-(-last // _DRAWS_PER_HASH),)
+  if math.prod(groups) >= 2**32:
+    raise ValueError(f"Dropout over {shape} needs more than 2**32 hashes; use a smaller batch.")
+  strides = np.cumprod((1,) + groups[:0:-1])[::-1]
+  index = sum(jax.lax.broadcasted_iota(jnp.uint32, groups, d) * np.uint32(s)
+              for d, s in enumerate(strides))
+  k1, k2 = jax.random.key_data(key)
+  hi, lo = threefry2x32_p.bind(k1, k2, jnp.zeros_like(index), index)
+  draws = jnp.stack([(w >> s).astype(jnp.uint16) for w in (hi, lo) for s in (0, 16)], axis=-1)
+  return draws.reshape(*lead, groups[-1] * _DRAWS_PER_HASH)[..., :last]
+
+
 def _dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+  """Inverted dropout; an element is dropped iff its 16-bit draw is below ``rate * 2**16``.
+
+  So the drop probability is ``round(rate * 2**16) / 2**16`` (0.1 -> 0.1000061; within 2**-17
+  of ``rate``), and the hashing costs a quarter of ``jax.random.bernoulli``'s, which hashes every
+  element and keeps half of each hash (on CPU, JAX runs Threefry as a rolled loop over
+  full-size arrays; on TPU the unrolled hash is large to compile). Keys of other PRNG
+  implementations (not Threefry) use ``jax.random.bernoulli``.
+  """
   if key is None or rate == 0.0:
     return x
-  keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+  if jax.random.key_data(key).shape == (2,):
+    keep = _uniform16(key, x.shape) >= np.uint16(round(rate * 2**16))
+  else:
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
   return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
 
 
@@ -220,17 +267,21 @@ class BertEncoder(nnx.Module):
     graphdef, stacked = nnx.split(self.layers)
     keys = None if dropout_rng is None else jax.random.split(dropout_rng, self.config.num_layers)
 
-    def one_layer(hidden, layer_and_key):
-      layer_state, key = layer_and_key
+    def layer_at(hidden, index, stacked_and_keys):
+      layer_state, key = jax.tree.map(
+          lambda a: jax.lax.dynamic_index_in_dim(a, index, keepdims=False), stacked_and_keys)
       return nnx.merge(graphdef, layer_state)(hidden, attention_mask, key), None
 
-    if self.config.remat != "none":
-      one_layer = jax.checkpoint(
-          one_layer, policy=_REMAT_POLICIES[self.config.remat], prevent_cse=False
-      )
+    # The loop indexes the stacked tensors itself rather than scanning over them: scanning over
+    # layers[:-1] would copy all but the last layer's weights every step (and pad their
+    # gradients back), and the policy keeps the indexed weights out of the saved residuals.
+    layer_at = jax.checkpoint(layer_at, prevent_cse=False,
+                              policy=_layer_policy(self.config.remat))
+    num_scanned = self.config.num_layers - (last_layer_positions is not None)
+    x, _ = jax.lax.scan(lambda hidden, index: layer_at(hidden, index, (stacked, keys)), x,
+                        jnp.arange(num_scanned))
     if last_layer_positions is None:
-      return jax.lax.scan(one_layer, x, (stacked, keys))[0]
-    x, _ = jax.lax.scan(one_layer, x, jax.tree.map(lambda a: a[:-1], (stacked, keys)))
+      return x
     last_layer, last_key = jax.tree.map(lambda a: a[-1], (stacked, keys))
     return nnx.merge(graphdef, last_layer)(x, attention_mask, last_key, last_layer_positions)
 

@@ -4,7 +4,7 @@ A global batch of any size runs on any number of devices: the step splits it int
 ``num_micro_batches`` micro-batches (each spread over all data-parallel devices), scans over them
 accumulating float32 gradients, and applies the optimizer once. Memory is set by the micro-batch;
 the only full-size extra buffer is the float32 gradient accumulator (no ``optax.MultiSteps``
-copy of the optimizer state, no host-side loop).
+copy of the optimizer state, no host-side loop); with one micro-batch there is neither.
 
 Exactness across layouts: the objective is a *sum* of per-example terms divided by global
 normalisers computed from the whole batch before the scan (e.g. the total masked-LM weight).
@@ -107,10 +107,6 @@ def split_micro_batches(batch: Batch, num_micro_batches: int) -> Batch:
   return jax.tree.map(split, batch)
 
 
-def _tree_add(a: PyTree, b: PyTree) -> PyTree:
-  return jax.tree.map(jnp.add, a, b)
-
-
 def make_train_step(
     objective: Objective,
     normalizers_fn: Callable[[Batch], Mapping[str, jax.Array]],
@@ -147,43 +143,54 @@ def make_train_step(
     grad_fn = jax.value_and_grad(
         lambda t, *args: objective(merge_params(t, model_state), *args), has_aux=True)
 
-    def accumulate(carry, inputs):
-      grads_acc, loss_acc, sums_acc = carry
-      index, micro_batch = inputs
+    def micro_step(index, micro_batch):
       micro_batch = micro_batch_constraint(micro_batch)
       (loss, sums), grads = grad_fn(trainable, micro_batch, jax.random.fold_in(step_key, index),
                                     normalizers)
-      grads = jax.tree.map(lambda g: g.astype(jnp.float32), grads)
-      return (_tree_add(grads_acc, grads), loss_acc + loss, _tree_add(sums_acc, sums)), None
+      return jax.tree.map(lambda g: g.astype(jnp.float32), grads), loss, sums
 
-    zero_grads = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), trainable)
-    first = jax.tree.map(lambda x: x[0], micro_batches)
-    zero_sums = jax.tree.map(
-        lambda s: jnp.zeros(s.shape, s.dtype),
-        jax.eval_shape(lambda: objective(state.params, first, step_key, normalizers)[1]))
-    (grads, loss, sums), _ = jax.lax.scan(
-        accumulate, (zero_grads, jnp.zeros([], jnp.float32), zero_sums),
-        (jnp.arange(num_micro_batches), micro_batches))
+    if num_micro_batches == 1:  # no loop, no accumulator
+      grads, loss, sums = micro_step(0, jax.tree.map(lambda x: x[0], micro_batches))
+    else:
+      def accumulate(carry, inputs):
+        return jax.tree.map(jnp.add, carry, micro_step(*inputs)), None
+
+      first = jax.tree.map(lambda x: x[0], micro_batches)
+      zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                           jax.eval_shape(micro_step, 0, first))
+      (grads, loss, sums), _ = jax.lax.scan(
+          accumulate, zeros, (jnp.arange(num_micro_batches), micro_batches))
 
     grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, trainable)
     grad_norm = optax.tree.norm(grads)
-    updates, new_opt_state = tx.update(grads, state.opt_state, trainable)
-    new_params = optax.apply_updates(trainable, updates)
-    # Finite loss and gradients can still give non-finite params (a NaN or huge learning rate);
-    # one reduction over the new params catches those too. Its float32 sum of squares overflows
-    # once a param passes ~1e19, which counts as non-finite: such params are garbage already.
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(
-        optax.tree.norm(new_params))
-    keep_new = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-    new_params = keep_new(new_params, trainable)
+
+    def update(_):
+      updates, new_opt_state = tx.update(grads, state.opt_state, trainable)
+      new_params = optax.apply_updates(trainable, updates)
+      # Finite loss and gradients can still give non-finite params (a NaN or huge learning
+      # rate); one reduction over the new params catches those too. Its float32 sum of squares
+      # overflows once a param passes ~1e19, which counts as non-finite: such params are
+      # garbage already.
+      finite = jnp.isfinite(optax.tree.norm(new_params))
+      return jax.lax.cond(finite, lambda _: (new_params, new_opt_state, finite), skip, None)
+
+    def skip(_=None):
+      return trainable, state.opt_state, jnp.asarray(False)
+
+    # Conditionals, not a jnp.where over every parameter and moment: a skipped update returns
+    # the old state, an applied one costs no extra pass.
+    new_params, new_opt_state, finite = jax.lax.cond(
+        jnp.isfinite(loss) & jnp.isfinite(grad_norm), update, skip, None)
     if model_state is not None:
       sums = dict(sums)
       new_model_state = update_model_state(model_state, sums.pop(MODEL_STATE), num_micro_batches)
-      new_params = merge_params(new_params, keep_new(new_model_state, model_state))
+      new_model_state = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new_model_state,
+                                     model_state)
+      new_params = merge_params(new_params, new_model_state)
     new_state = state._replace(
         step=state.step + 1,
         params=new_params,
-        opt_state=keep_new(new_opt_state, state.opt_state),
+        opt_state=new_opt_state,
         nonfinite_in_a_row=jnp.where(finite, 0, state.nonfinite_in_a_row + 1),
     )
     metrics = {"loss": loss, "grad_norm": grad_norm, "update_skipped": 1 - finite.astype(jnp.int32),

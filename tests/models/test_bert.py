@@ -3,6 +3,7 @@
 import math
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -132,7 +133,12 @@ def test_program_size_does_not_grow_with_depth(batch):
     config = SMALL.replace(num_layers=num_layers)
     graphdef, params = nnx.split(nnx.eval_shape(lambda: make_model(config)), nnx.Param)
     jaxpr = jax.make_jaxpr(lambda p: loss_fn(graphdef, p, batch)[0])(params)
-    return len(str(jaxpr).splitlines())
+    return count(jaxpr.jaxpr)
+
+  def count(jaxpr):  # equations, those of nested jaxprs (scan bodies, remat) included
+    return sum(1 + sum(count(getattr(sub, "jaxpr", sub))
+                       for sub in jax.extend.core.jaxprs_in_params(e.params))
+               for e in jaxpr.eqns)
 
   assert num_equations(12) == num_equations(2)
 
@@ -168,6 +174,34 @@ def test_dropout_is_controlled_by_the_key(model, batch, value_and_grad):
   no_dropout = make_model(SMALL.replace(hidden_dropout=0.0, attention_dropout=0.0))
   np.testing.assert_allclose(no_dropout.pretraining_loss(batch, dropout_rng=key)[0],
                              no_dropout.pretraining_loss(batch)[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(64, 12, 128, 128), (3, 5, 7)])
+def test_dropout_drops_at_its_rate_and_scales_the_rest(shape):
+  rate = 0.1
+  out = np.asarray(jax.jit(lambda k: bert._dropout(jnp.ones(shape), rate, k))(jax.random.key(5)))
+  assert set(np.unique(out)) <= {0.0, np.float32(1 / (1 - rate))}
+  if out.size > 10**6:  # binomial standard deviation of the dropped fraction: 2.8e-4
+    assert abs(np.mean(out == 0) - rate) < 1.5e-3
+  other = np.asarray(bert._dropout(jnp.ones(shape), rate, jax.random.key(6)))
+  assert not np.array_equal(out == 0, other == 0)
+
+
+def test_dropout_draws_are_uniform_and_independent_of_the_layout():
+  draws = np.asarray(bert._uniform16(jax.random.key(0), (256, 1024)))
+  # Chi-square over the 256 values of the high byte (255 degrees of freedom; p = 1e-6 at 368),
+  # and the low byte, and all four draws of a hash (last axis mod 4) at the same rate.
+  for byte in (draws >> 8, draws & 255):
+    counts = np.bincount(byte.ravel(), minlength=256)
+    expected = draws.size / 256
+    assert np.sum((counts - expected) ** 2 / expected) < 368
+  assert np.ptp([np.mean(draws[:, j::4] < 6554) for j in range(4)]) < 0.01
+  # A draw depends on the key and its position only: a block computed on its own (as a device
+  # holding those rows would) is the same block of the whole, and a sharded array agrees.
+  mesh = jax.make_mesh((jax.device_count(),), ("data",))
+  sharded = jax.jit(lambda k: bert._uniform16(k, (256, 1024)),
+                    out_shardings=jax.NamedSharding(mesh, jax.P("data")))(jax.random.key(0))
+  np.testing.assert_array_equal(np.asarray(sharded), draws)
 
 
 def test_remat_gives_the_same_gradients(model, batch, value_and_grad):
