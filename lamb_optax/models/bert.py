@@ -119,9 +119,10 @@ _DRAWS_PER_HASH = 4  # a Threefry-2x32 hash gives 64 random bits: four 16-bit dr
 def _uniform16(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   """uint16 draws of ``shape``, four per Threefry-2x32 hash (``jax.random.bits``: one per hash).
 
-  Draw ``j`` of the last axis comes from hashing the flat index of its group of four in the
-  global array, so every element depends on the key and its position only: the same on any
-  device layout, like jax's partitionable Threefry.
+  The last axis is cut into four blocks of ``g = ceil(n / 4)``; element ``q·g + j`` takes draw
+  ``q`` of the hash of the flat index of ``(..., j)``. So every element depends on the key and
+  its position only: the same on any device layout, like jax's partitionable Threefry. (Blocks,
+  not interleaved draws: a minor axis of 4 would be padded to 128 lanes on a TPU.)
   """
   *lead, last = shape
   groups = tuple(lead) + (-(-last // _DRAWS_PER_HASH),)
@@ -132,8 +133,8 @@ def _uniform16(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
               for d, s in enumerate(strides))
   k1, k2 = jax.random.key_data(key)
   hi, lo = threefry2x32_p.bind(k1, k2, jnp.zeros_like(index), index)
-  draws = jnp.stack([(w >> s).astype(jnp.uint16) for w in (hi, lo) for s in (0, 16)], axis=-1)
-  return draws.reshape(*lead, groups[-1] * _DRAWS_PER_HASH)[..., :last]
+  draws = [(w >> s).astype(jnp.uint16) for w in (hi, lo) for s in (0, 16)]
+  return jnp.concatenate(draws, axis=-1)[..., :last]
 
 
 def _dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
