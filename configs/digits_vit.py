@@ -26,7 +26,12 @@ def get_config():
   config.image.dataset = "digits"
   config.optimizer.name = "lamb"
   config.optimizer.kwargs.weight_decay = 0.01
-  config.learning_rate = 5e-3
+  # The paper's phi: the weight norm in the trust ratio is clipped to [1, 100]. The head is
+  # zero-initialised (as the ViT paper); with phi(z) = z its ratio ||x||/||u|| keeps it tiny
+  # (each step grows ||x|| by a factor 1 + lr), and 400 steps at lr 5e-3 ended at 37.8%
+  # validation accuracy with the loss still 2.27 (ln 10 = 2.30).
+  config.optimizer.kwargs.weight_norm_bounds = (1.0, 100.0)
+  config.learning_rate = 1e-2
   config.warmup_steps = 40
   config.num_train_steps = 400
   config.global_batch_size = 64
