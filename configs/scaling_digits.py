@@ -7,9 +7,10 @@ scikit-learn's wheel. Published result: none (a CPU-scale analogue of the LAMB p
 Expected: see docs/image_classification.md, "Batch scaling on the digits" (measured there).
 
 Cells: 2 models (study.variants: configs/digits_resnet.py's ResNet "tiny" and
-configs/digits_vit.py's ViT "tiny") x 4 optimizers x 3 batches (16, 64, 256) x 2 seeds = 48,
-at a fixed 8,192 training images per cell (6.5 epochs of the 1,257): 512 steps at B=16, 128 at
-B=64, 32 at B=256. Every cell evaluates the TEST split (360 images) once, at the end.
+configs/digits_vit.py's ViT "tiny") x 4 optimizers x 4 batches (16, 64, 128, 256) x 2 seeds =
+64, at a fixed 8,192 training images per cell (6.5 epochs of the 1,257): 512 steps at B=16, 128
+at B=64, 64 at B=128, 32 at B=256. Every cell evaluates the TEST split (360 images) once, at the
+end.
 
 Learning rates: tuned on the VALIDATION split first, at B=64 (128 steps), seed 0, with
 lr_rule="sweep": sweep_factors (1/3, 1, 3) around the centres ResNet lars 3e-2, lamb 1e-2,
@@ -26,10 +27,11 @@ about a minute, `--dry_run` lists the cells). The sweep as run, with the centres
     --config.study.lr_rule=sweep --config.study.batch_sizes='(64,)' --config.study.seeds='(0,)'
   python scripts/batch_scaling_study.py --config=configs/scaling_digits.py --workdir=/tmp/digits
 
-Cost (measured on the 2-core CPU, shared): ~15 s of compile per cell; training ~280 images/s
-for the ResNet and ~900 for the ViT at B >= 64 (fewer at B=16). What was cut to fit about an
-hour of CPU for tuning and study together: batches 512 and 1,024 (at 8,192 images they would
-get 16 and 8 steps), 32 and 128, and epochs (the largest batch gets 32 steps, not ~100).
+Cost (measured on the 2-core CPU, shared, niced): 10-37 s per cell (the persistent compilation
+cache, JAX_COMPILATION_CACHE_DIR, spares seed 1 most of its compile), the 32-cell LR sweep
+14 + 4 min, the study ~35 min (64 cells). What was cut to fit about an hour of CPU for sweep and study
+together: epochs (6.5, so B=256 gets 32 steps, not ~100), batches 512 and 1,024 (16 and 8
+steps), batch 32, a third seed, and LR sweeps at any batch but 64.
 """
 
 import ml_collections
@@ -61,7 +63,7 @@ def get_config():
           lamb=bounded, lars=bounded,
           sgd=dict(optimizer=dict(kwargs=dict(weight_decay=5e-4))),  # L2, as for CIFAR ResNets
       ),
-      batch_sizes=(16, 64, 256),
+      batch_sizes=(16, 64, 128, 256),
       seeds=(0, 1),
       examples_budget=8192,  # training images per cell: num_train_steps = budget // batch
       eval_examples=360,  # the whole test split (or validation, 180, padded) in one batch
