@@ -1,12 +1,13 @@
-r"""Runs the batch-scaling study (issue 9): every (optimizer, batch, seed[, lr]) cell in-process
-(lamb_optax.studies.batch_scaling.run_study).
+r"""Runs a batch-scaling study (issues 9, 17): every ([model,] optimizer, batch, seed[, lr]) cell
+in-process (lamb_optax.studies.batch_scaling.run_study), for any task the config's base sets.
 
   python scripts/batch_scaling_study.py --config=configs/scaling_tiny.py --workdir=/tmp/scaling
+  python scripts/batch_scaling_study.py --config=configs/scaling_digits.py --workdir=/tmp/digits
   python scripts/batch_scaling_study.py --config=configs/scaling_tiny.py --workdir=/tmp/q --quick
   python scripts/batch_scaling_study.py ... --dry_run   # print the planned cells and their cost
 
 Each cell trains in DIR/cells/<name> (a partly finished cell resumes from its checkpoint); a
-finished (or diverged) cell appends one JSON row to DIR/results.jsonl and is never rerun. All
+finished (or diverged) cell appends one JSON row to DIR/results.jsonl and is never rerun. BERT
 cells share one embedded-corpus build in DIR/data, whose unigram baseline is DIR/baseline.json.
 After every cell DIR/results.csv, DIR/results.md and DIR/batch_scaling.png are rewritten from the
 rows so far.
@@ -44,8 +45,8 @@ def main(argv):
     return
   table = scaling.run_study(config, _WORKDIR.value, log=lambda line: print(line, flush=True))
   for row in table:
-    print(f"{row['optimizer']:6s} B={row['batch_size']:5d} lr={row['learning_rate']:.2e} "
-          f"eval_mlm_loss={row['loss_mean']:.4f} acc={row['acc_mean']:.4f}", flush=True)
+    print(f"{row['optimizer']:12s} B={row['batch_size']:5d} lr={row['learning_rate']:.2e} "
+          f"eval_loss={row['loss_mean']:.4f} acc={row['acc_mean']:.4f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,13 @@
 
 Used by ``scripts/batch_scaling_study.py`` and ``colab/batch_scaling.ipynb``:
 
-* :func:`plan_cells` turns a study config (``configs/scaling_tiny.py``) into a list of
-  :class:`Cell` — one (optimizer, batch, seed, learning rate) run each, at a fixed number of
-  training examples, so ``num_train_steps = examples_budget // batch``;
-* :func:`cell_config` derives the trainer config of one cell from the study's base config;
+* :func:`plan_cells` turns a study config (``configs/scaling_tiny.py``, BERT;
+  ``configs/scaling_digits.py``, images) into a list of :class:`Cell` — one ([variant,]
+  optimizer, batch, seed, learning rate) run each, at a fixed number of training examples, so
+  ``num_train_steps = examples_budget // batch``;
+* :func:`cell_config` derives the trainer config of one cell from the study's base config, for
+  any task: ``study.variants`` (e.g. a ResNet and a ViT) and ``study.optimizer_overrides`` are
+  partial trainer configs merged into the base before the cell's own settings;
 * :func:`run_study` trains every cell not yet in ``results.jsonl`` (resumable);
 * :func:`summarize` aggregates result rows (mean/min/max over seeds, best LR per batch for the
   ``"sweep"`` rule), :func:`relative_to_smallest_batch` divides each loss by the optimizer's
@@ -45,12 +48,20 @@ class Cell:
   micro_batch_size: int
   eval_batch_size: int
   eval_batches: int
+  variant: str = ""  # a key of study.variants ("" = the base config as it is)
 
   @property
   def name(self) -> str:
-    """A directory-safe unique name, e.g. ``lamb_b0256_s0_lr1.25e-02``."""
-    return (f"{self.optimizer}_b{self.batch_size:05d}_s{self.seed}_"
+    """A directory-safe unique name, e.g. ``lamb_b0256_s0_lr1.25e-02`` (``vit_lamb_...`` with a
+    variant)."""
+    prefix = f"{self.variant}_" if self.variant else ""
+    return (f"{prefix}{self.optimizer}_b{self.batch_size:05d}_s{self.seed}_"
             f"lr{self.learning_rate:.3e}")
+
+  @property
+  def line(self) -> str:
+    """What the table and the plot draw as one line: ``optimizer`` or ``variant/optimizer``."""
+    return f"{self.variant}/{self.optimizer}" if self.variant else self.optimizer
 
 
 def micro_batch_size(batch: int, cap: int, devices: int = 1) -> int:
@@ -70,38 +81,80 @@ def warmup_steps(rule: str, fraction: float, batch: int, steps: int) -> int:
   return min(steps, max(0, round(ratio * steps)))
 
 
+def variants(study: ml_collections.ConfigDict) -> list[str]:
+  """The names of ``study.variants`` in order, or ``[""]`` (the base config alone)."""
+  v = study.get("variants")
+  return list(v.keys()) if v else [""]
+
+
+def base_learning_rate(study: ml_collections.ConfigDict, variant: str, optimizer: str) -> float:
+  """``study.base_learning_rates[variant][optimizer]`` with variants (a rate per model), else
+  ``study.base_learning_rates[optimizer]``."""
+  rates = study.base_learning_rates
+  if variant:
+    if variant not in rates:
+      raise ValueError(f"study.base_learning_rates has no entry for variant {variant!r}; give "
+                       f"one per variant ({variants(study)}), each a rate per optimizer.")
+    rates = rates[variant]
+  if optimizer not in rates:
+    raise ValueError(f"study.base_learning_rates{'.' + variant if variant else ''} has no rate "
+                     f"for optimizer {optimizer!r}.")
+  return rates[optimizer]
+
+
 def plan_cells(config: ml_collections.ConfigDict) -> list[Cell]:
-  """Every cell of the study, in run order (small batches first, then optimizer, seed, lr)."""
+  """Every cell of the study, in run order (small batches first, then variant, optimizer, seed,
+  lr)."""
   s = config.study
+  # Every cell evaluates the same held-out examples, in batches independent of its own.
+  eval_batches = max(1, s.eval_examples // s.eval_batch_size)
   cells = []
   for batch in s.batch_sizes:
     steps = max(1, s.examples_budget // batch)
     micro = micro_batch_size(batch, s.micro_batch_cap, s.get("devices", 1))
-    # Every cell evaluates the same held-out sequences, in batches independent of its own.
-    eval_batches = max(1, s.eval_examples // s.eval_batch_size)
-    for opt in s.optimizers:
-      base_lr = s.base_learning_rates[opt]
-      if s.lr_rule == "sqrt":
-        lrs = [schedules.sqrt_scaled_learning_rate(base_lr, s.base_batch_size, batch)]
-      elif s.lr_rule == "sweep":
-        centre = schedules.sqrt_scaled_learning_rate(base_lr, s.base_batch_size, batch)
-        lrs = [centre * f for f in s.sweep_factors]
-      else:
-        raise ValueError(f"study.lr_rule must be 'sqrt' or 'sweep', got {s.lr_rule!r}.")
-      for seed in s.seeds:
-        for lr in lrs:
-          cells.append(Cell(opt, batch, seed, float(lr), steps,
-                            warmup_steps(s.warmup_rule, s.warmup_fraction, batch, steps),
-                            micro, s.eval_batch_size, eval_batches))
+    warmup = warmup_steps(s.warmup_rule, s.warmup_fraction, batch, steps)
+    for variant in variants(s):
+      for opt in s.optimizers:
+        centre = schedules.sqrt_scaled_learning_rate(base_learning_rate(s, variant, opt),
+                                                     s.base_batch_size, batch)
+        if s.lr_rule == "sqrt":
+          lrs = [centre]
+        elif s.lr_rule == "sweep":
+          lrs = [centre * f for f in s.sweep_factors]
+        else:
+          raise ValueError(f"study.lr_rule must be 'sqrt' or 'sweep', got {s.lr_rule!r}.")
+        cells += [Cell(opt, batch, seed, float(lr), steps, warmup, micro, s.eval_batch_size,
+                       eval_batches, variant) for seed in s.seeds for lr in lrs]
   names = [c.name for c in cells]
   if len(set(names)) != len(names):
     raise ValueError("Two cells share a name; check study.seeds / sweep_factors for duplicates.")
   return cells
 
 
-def cell_config(base: ml_collections.ConfigDict, cell: Cell) -> ml_collections.ConfigDict:
-  """The trainer config of ``cell``: ``base`` with the cell's optimizer, batch, schedule, seed."""
+def merge(config: ml_collections.ConfigDict, partial: Any) -> None:
+  """Sets every leaf of ``partial`` (a nested dict / ConfigDict, a partial trainer config) in
+  ``config``, recursing into sections both have; a key ``config`` lacks is added."""
+  for key, value in (partial.items() if partial else ()):
+    if hasattr(value, "items") and isinstance(config.get(key), ml_collections.ConfigDict):
+      merge(config[key], value)
+    else:
+      config[key] = value.to_dict() if hasattr(value, "to_dict") else value
+
+
+def cell_config(base: ml_collections.ConfigDict, cell: Cell,
+                study: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
+  """The trainer config of ``cell``: ``base``, then ``study.variants[cell.variant]`` and
+  ``study.optimizer_overrides[cell.optimizer]`` merged in (see :func:`merge`), then the cell's
+  optimizer, batch, schedule and seed. ``base`` is not modified."""
   c = ml_collections.ConfigDict(base.to_dict())
+  if cell.variant:
+    if study is None or cell.variant not in (study.get("variants") or {}):
+      raise ValueError(f"Cell {cell.name} is of variant {cell.variant!r}: pass the study config "
+                       "whose study.variants defines it.")
+    merge(c, study.variants[cell.variant])
+  overrides = (study.get("optimizer_overrides") or {}) if study is not None else {}
+  if cell.optimizer in overrides:
+    merge(c, overrides[cell.optimizer])
   c.seed = cell.seed
   c.optimizer.name = cell.optimizer
   c.learning_rate = cell.learning_rate
@@ -120,10 +173,13 @@ def cell_config(base: ml_collections.ConfigDict, cell: Cell) -> ml_collections.C
 def apply_quick(config: ml_collections.ConfigDict) -> None:
   """Replaces the study's grid by ``config.quick``'s few tiny cells (proves the machinery)."""
   q = config.quick
-  for key in ("optimizers", "batch_sizes", "seeds", "examples_budget", "eval_examples",
-              "eval_batch_size"):
-    config.study[key] = q[key]
-  config.base.data.embedded_max_documents = q.embedded_max_documents
+  for key, value in q.items():
+    if key == "base":  # a partial trainer config, e.g. a smaller corpus
+      merge(config.base, value)
+    elif key == "embedded_max_documents":  # configs/scaling_tiny.py's shorthand
+      config.base.data.embedded_max_documents = value
+    else:
+      config.study[key] = value
   config.base.async_checkpointing = False
 
 
@@ -151,7 +207,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
         f"micro-batch {cell.micro_batch_size}, warmup {cell.warmup_steps}")
     started = time.perf_counter()
     try:
-      metrics = loop.train_and_evaluate(cell_config(config.base, cell),
+      metrics = loop.train_and_evaluate(cell_config(config.base, cell, config.study),
                                         os.path.join(workdir, "cells", cell.name))
       diverged = ""
     except loop.NonFiniteLossError as error:  # a result of the study, not a failure of it
@@ -161,8 +217,8 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
     with open(results_path, "a") as f:
       f.write(json.dumps(row) + "\n")
     done.add(cell.name)
-    write_outputs(workdir)
-  return write_outputs(workdir)
+    write_outputs(workdir, config.study)
+  return write_outputs(workdir, config.study)
 
 
 def unigram_baseline(train: Sequence[dict], held_out: Sequence[dict], eval_examples: int,
@@ -185,12 +241,13 @@ def unigram_baseline(train: Sequence[dict], held_out: Sequence[dict], eval_examp
               accuracy=float((targets == counts.argmax()).mean()))
 
 
-def write_baseline(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+def write_baseline(config: ml_collections.ConfigDict,
+                   workdir: str) -> dict[str, float] | None:
   """Builds (or finds) the study's data and writes its :func:`unigram_baseline` to
-  ``workdir/baseline.json`` once."""
+  ``workdir/baseline.json`` once (BERT pretraining only; None for other tasks)."""
   existing = read_baseline(workdir)
-  if existing:
-    return existing
+  if existing or config.base.get("task", "bert_pretraining") != "bert_pretraining":
+    return existing  # a unigram baseline is a BERT (MLM) notion; other tasks have none
   from lamb_optax import data as data_lib  # pylint: disable=g-import-not-at-top
   from lamb_optax.tasks import bert_pretraining  # pylint: disable=g-import-not-at-top
   d = config.base.data
@@ -221,16 +278,22 @@ def read_results(path: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def write_outputs(workdir: str) -> list[dict[str, Any]]:
+def write_outputs(workdir: str,
+                  study: ml_collections.ConfigDict | None = None) -> list[dict[str, Any]]:
   """Rewrites ``results.csv``, ``results.md`` and ``batch_scaling.png`` from ``results.jsonl``
-  (with the baseline once ``baseline.json`` exists); returns the table."""
+  (with the baseline once ``baseline.json`` exists); returns the table. ``study.eval_name``
+  names the eval set in headers and axes (default "eval MLM"); ``study.plot_accuracy`` adds an
+  accuracy panel to the figure."""
+  study = study or {}
+  name = study.get("eval_name", DEFAULT_EVAL_NAME)
   table = summarize(read_results(os.path.join(workdir, "results.jsonl")))
   baseline = read_baseline(workdir)
   if table:
     write_csv(table, os.path.join(workdir, "results.csv"))
     with open(os.path.join(workdir, "results.md"), "w") as f:
-      f.write(markdown_table(table, baseline))
-    plot(table, os.path.join(workdir, "batch_scaling.png"), baseline=baseline)
+      f.write(markdown_table(table, baseline, eval_name=name))
+    plot(table, os.path.join(workdir, "batch_scaling.png"), baseline=baseline, eval_name=name,
+         accuracy=study.get("plot_accuracy", False))
   return table
 
 
@@ -251,12 +314,15 @@ def _float(v):
 
 
 def summarize(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-  """One row per (optimizer, batch): the best learning rate (lowest mean eval loss over seeds),
-  then mean/min/max of eval MLM loss and accuracy over that LR's seeds (diverged seeds, which
-  have no loss, are counted in ``diverged``), and total wall time."""
+  """One row per ([variant,] optimizer, batch): the best learning rate (lowest mean eval loss over
+  seeds), then mean/min/max of eval loss and accuracy over that LR's seeds (diverged seeds, which
+  have no loss, are counted in ``diverged``), and total wall time. A row's ``optimizer`` is the
+  line it belongs to: the optimizer, or ``variant/optimizer`` for a study with variants (rows
+  ``eval_mlm_*`` hold the task's eval ``loss``/``accuracy`` for a task other than BERT)."""
   groups: dict[tuple, dict[float, list[dict]]] = {}
   for r in results:
-    groups.setdefault((r["optimizer"], r["batch_size"]), {}).setdefault(
+    line = f"{r['variant']}/{r['optimizer']}" if r.get("variant") else r["optimizer"]
+    groups.setdefault((line, r["batch_size"]), {}).setdefault(
         r["learning_rate"], []).append(r)
   table = []
   for (opt, batch), by_lr in sorted(groups.items()):
@@ -341,24 +407,32 @@ def write_csv(table: Sequence[dict[str, Any]], path: str) -> None:
       w.writerow({k: row[k] for k in TABLE_COLUMNS})
 
 
+DEFAULT_EVAL_NAME = "eval MLM"
+
+
 def markdown_table(table: Sequence[dict[str, Any]],
-                   baseline: dict[str, float] | None = None) -> str:
+                   baseline: dict[str, float] | None = None,
+                   eval_name: str = DEFAULT_EVAL_NAME) -> str:
   """The table as Markdown: per optimizer and batch, the loss band and the loss relative to the
   optimizer's smallest batch (what a larger batch cost at the same number of examples); with a
-  :func:`unigram_baseline`, the :func:`gain_kept` column and a last line with its loss."""
+  :func:`unigram_baseline`, the :func:`gain_kept` column and a last line with its loss. Without
+  one, the accuracy column gives the min–max band over seeds as well."""
   ratios = relative_to_smallest_batch(table)
   kept = gain_kept(table, baseline) if baseline else {}
-  lines = ["| optimizer | batch | steps | peak LR | seeds (diverged) | final eval MLM loss "
-           "(min–max) | vs smallest batch | gain over unigram kept | eval MLM accuracy |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+  lines = [f"| optimizer | batch | steps | peak LR | seeds (diverged) | final {eval_name} loss "
+           f"(min–max) | vs smallest batch |{' gain over unigram kept |' if baseline else ''} "
+           f"{eval_name} accuracy{'' if baseline else ' (min–max)'} |",
+           "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if baseline else "") + "---:|"]
   for r in table:
     ratio = ratios.get(r["optimizer"], {}).get(r["batch_size"], math.nan)
     share = kept.get(r["optimizer"], {}).get(r["batch_size"], math.nan)
+    accuracy = (f"{r['acc_mean']:.3f}" if baseline else
+                f"{r['acc_mean']:.3f} ({r['acc_min']:.3f}–{r['acc_max']:.3f})")
     lines.append(
         f"| {r['optimizer']} | {r['batch_size']} | {r['num_train_steps']} | "
         f"{r['learning_rate']:.3g} | {r['seeds']} ({r['diverged']}) | {r['loss_mean']:.3f} "
-        f"({r['loss_min']:.3f}–{r['loss_max']:.3f}) | {ratio:.3f} | {share:.0%} | "
-        f"{r['acc_mean']:.3f} |")
+        f"({r['loss_min']:.3f}–{r['loss_max']:.3f}) | {ratio:.3f} |"
+        f"{f' {share:.0%} |' if baseline else ''} {accuracy} |")
   if baseline:
     lines.append(f"| *unigram baseline* | | | | | {baseline['loss']:.3f} | | | "
                  f"{baseline['accuracy']:.3f} |")
@@ -366,43 +440,57 @@ def markdown_table(table: Sequence[dict[str, Any]],
 
 
 def plot(table: Sequence[dict[str, Any]], path: str, title: str = "",
-         baseline: dict[str, float] | None = None) -> None:
-  """Writes the PNG ``path``: :func:`plot_axes` absolute (left) and relative (right).
+         baseline: dict[str, float] | None = None, eval_name: str = DEFAULT_EVAL_NAME,
+         accuracy: bool = False) -> None:
+  """Writes the PNG ``path``: :func:`plot_axes` absolute (left) and relative (middle/right),
+  and with ``accuracy`` the final accuracy (right).
 
   Uses ``matplotlib.figure.Figure`` directly, not pyplot, so it never switches the backend of
   the caller (a notebook keeps its inline plots).
   """
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
-  fig = Figure(figsize=(11, 4))
-  left, right = fig.subplots(1, 2)
-  plot_axes(table, left, title, baseline=baseline)
-  plot_axes(table, right, "relative to each optimizer's smallest batch", relative=True)
+  fig = Figure(figsize=(16 if accuracy else 11, 4))
+  axes = fig.subplots(1, 3 if accuracy else 2)
+  plot_axes(table, axes[0], title, baseline=baseline, eval_name=eval_name)
+  plot_axes(table, axes[1], "relative to each optimizer's smallest batch", relative=True,
+            eval_name=eval_name)
+  if accuracy:
+    plot_axes(table, axes[2], f"final {eval_name} accuracy", eval_name=eval_name, key="acc")
   fig.tight_layout()
   fig.savefig(path, dpi=120)
 
 
 def plot_axes(table: Sequence[dict[str, Any]], ax: Any, title: str = "",
-              relative: bool = False, baseline: dict[str, float] | None = None) -> None:
-  """Final eval MLM loss vs batch size (log2 x), a line per optimizer, min/max band over seeds;
-  with ``relative``, every value divided by the optimizer's mean loss at its smallest batch.
-  Batches where every seed diverged have no loss and are left out of their line. A
-  :func:`unigram_baseline` (absolute plot only) is drawn as a dashed horizontal line."""
+              relative: bool = False, baseline: dict[str, float] | None = None,
+              eval_name: str = DEFAULT_EVAL_NAME, key: str = "loss") -> None:
+  """Final eval loss (``key="loss"``) or accuracy (``"acc"``) vs batch size (log2 x), a line per
+  optimizer (colour) and variant (line style), min/max band over seeds; with ``relative``, every
+  value divided by the line's mean at its smallest batch. Batches where every seed diverged have
+  no loss and are left out of their line. A :func:`unigram_baseline` (absolute loss plot only)
+  is drawn as a dashed horizontal line."""
   finite = [r for r in table if _finite(r["loss_mean"])]
   if not finite:
     ax.set_title("no finite results yet")
     return
-  for opt in sorted({r["optimizer"] for r in finite}):
-    rows = sorted((r for r in finite if r["optimizer"] == opt), key=lambda r: r["batch_size"])
-    scale = rows[0]["loss_mean"] if relative else 1.0
+  lines = sorted({r["optimizer"] for r in finite})
+  optimizers = sorted({line.split("/")[-1] for line in lines})
+  styles = {v: s for v, s in zip(sorted({line.rpartition("/")[0] for line in lines}),
+                                 ("-", "--", ":", "-."))}
+  for line in lines:
+    rows = sorted((r for r in finite if r["optimizer"] == line), key=lambda r: r["batch_size"])
+    scale = rows[0][f"{key}_mean"] if relative else 1.0
     xs = [r["batch_size"] for r in rows]
-    ax.plot(xs, [r["loss_mean"] / scale for r in rows], marker="o", label=opt)
-    ax.fill_between(xs, [r["loss_min"] / scale for r in rows],
-                    [r["loss_max"] / scale for r in rows], alpha=0.2)
-  if baseline and not relative:
+    colour = f"C{optimizers.index(line.split('/')[-1]) % 10}"
+    ax.plot(xs, [r[f"{key}_mean"] / scale for r in rows], marker="o", label=line, color=colour,
+            linestyle=styles[line.rpartition("/")[0]])
+    ax.fill_between(xs, [r[f"{key}_min"] / scale for r in rows],
+                    [r[f"{key}_max"] / scale for r in rows], alpha=0.2, color=colour)
+  if baseline and not relative and key == "loss":
     ax.axhline(baseline["loss"], color="gray", linestyle="--", label="unigram baseline")
   ax.set_xscale("log", base=2)
   ax.set_xlabel("global batch size (fixed number of training examples)")
-  ax.set_ylabel("final eval MLM loss" + (" / small-batch loss" if relative else ""))
+  ax.set_ylabel(f"final {eval_name} {'loss' if key == 'loss' else 'accuracy'}" +
+                (" / small-batch value" if relative else ""))
   ax.set_title(title or "Batch scaling")
   ax.grid(True, alpha=0.3)
-  ax.legend()
+  ax.legend(fontsize="small")

@@ -17,9 +17,9 @@ from lamb_optax.studies import batch_scaling as scaling
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def _study():
+def _study(name="scaling_tiny"):
   import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location("scaling_tiny", ROOT / "configs/scaling_tiny.py")
+  spec = importlib.util.spec_from_file_location(name, ROOT / f"configs/{name}.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config()
@@ -194,3 +194,103 @@ def test_unigram_baseline_by_hand():
   assert got["accuracy"] == 0.5
   unsized = scaling.unigram_baseline(train, held_out, eval_examples=1, vocab_size=0)  # ids 0..2
   assert unsized["loss"] == pytest.approx(-(math.log(3 / 6) + math.log(2 / 6)) / 2, rel=1e-12)
+
+
+# --- The image study (configs/scaling_digits.py): variants and per-optimizer overrides. ---
+
+
+def test_digits_study_plans_every_model_optimizer_batch_and_seed():
+  config = _study("scaling_digits")
+  s = config.study
+  cells = scaling.plan_cells(config)
+  assert len(cells) == 2 * len(s.optimizers) * len(s.batch_sizes) * len(s.seeds)
+  assert {(c.variant, c.optimizer, c.batch_size, c.seed) for c in cells} == {
+      (v, o, b, seed) for v in ("resnet", "vit") for o in s.optimizers for b in s.batch_sizes
+      for seed in s.seeds}
+  assert {"sgd", "lars", "lamb", "adamw"} == set(s.optimizers)
+  for c in cells:  # the square-root rule from each model's own base rate
+    base = s.base_learning_rates[c.variant][c.optimizer]
+    assert c.learning_rate == pytest.approx(base * math.sqrt(c.batch_size / s.base_batch_size))
+    assert c.num_train_steps == s.examples_budget // c.batch_size
+    assert c.name.startswith(f"{c.variant}_{c.optimizer}_b")
+  assert len({c.name for c in cells}) == len(cells)
+  assert max(s.batch_sizes) <= 1257  # the digits' train split
+
+
+def test_digits_cell_configs_are_valid_image_trainer_configs():
+  from lamb_optax.tasks import image_classification  # pylint: disable=g-import-not-at-top
+  from lamb_optax.train import recipes  # pylint: disable=g-import-not-at-top
+  config = _study("scaling_digits")
+  base = config.base.to_dict()
+  for cell in scaling.plan_cells(config):
+    c = config_lib.lock(scaling.cell_config(config.base, cell, config.study))
+    config_lib.check_schedule(c)
+    config_lib.plan_batches(c, data_parallel_devices=1, process_count=1)
+    assert c.task == "image_classification" and c.image.model == cell.variant
+    assert c.image.eval_split == "test"
+    if cell.variant == "resnet":  # BatchNorm groups divide every micro-batch
+      assert c.micro_batch_size % c.image.batch_norm_group_size == 0
+    info = image_classification.dataset_info(c)
+    model = image_classification.model_config(c, info)  # the model builds from the merged config
+    assert type(model).__name__ == {"resnet": "ResNetConfig", "vit": "ViTConfig"}[cell.variant]
+    kwargs = c.optimizer.kwargs
+    if cell.optimizer in ("lamb", "lars"):
+      assert tuple(kwargs.weight_norm_bounds) == (1.0, 100.0)
+    else:
+      assert "weight_norm_bounds" not in kwargs
+    assert kwargs.weight_decay == (5e-4 if cell.optimizer == "sgd" else 0.01)
+    recipes.build_optimizer(c)  # every kwarg is one the optimizer takes
+  assert config.base.to_dict() == base  # overrides never leak into the base
+
+
+def test_a_variant_cell_needs_its_study():
+  config = _study("scaling_digits")
+  cell = scaling.plan_cells(config)[0]
+  with pytest.raises(ValueError, match="variant 'resnet'"):
+    scaling.cell_config(config.base, cell)
+  del config.study.base_learning_rates["vit"]
+  with pytest.raises(ValueError, match="no entry for variant 'vit'"):
+    scaling.plan_cells(config)
+
+
+def test_merge_sets_leaves_and_keeps_siblings():
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  c = ml_collections.ConfigDict(dict(a=dict(b=1, c=2), d=3))
+  scaling.merge(c, dict(a=dict(b=5, e=(1, 2)), f="x"))
+  assert c.to_dict() == dict(a=dict(b=5, c=2, e=(1, 2)), d=3, f="x")
+
+
+def test_variant_rows_summarise_per_model_and_optimizer(tmp_path):
+  rows = [dict(_row("lamb", b, seed, 1e-2, 0.1 * (b // 16) + seed, acc=0.9 - 0.01 * seed),
+               variant=v) for v in ("resnet", "vit") for b in (16, 64) for seed in (0, 1)]
+  rows.append(_row("lamb", 16, 0, 1e-2, 9.0))  # a variant-less row is its own line
+  table = scaling.summarize(rows)
+  assert [(r["optimizer"], r["batch_size"]) for r in table] == [
+      ("lamb", 16), ("resnet/lamb", 16), ("resnet/lamb", 64), ("vit/lamb", 16), ("vit/lamb", 64)]
+  assert table[2]["loss_mean"] == pytest.approx(0.9)  # (0.4 + 1.4) / 2
+  assert (table[2]["acc_min"], table[2]["acc_max"]) == pytest.approx((0.89, 0.9))
+  md = scaling.markdown_table(table, eval_name="test").splitlines()
+  assert "final test loss" in md[0] and "test accuracy (min–max)" in md[0]
+  assert "unigram" not in md[0]
+  assert md[4] == "| resnet/lamb | 64 | 1 | 0.01 | 2 (0) | 0.900 (0.400–1.400) | 1.500 | 0.895 (0.890–0.900) |"
+  scaling.plot(table, tmp_path / "p.png", eval_name="test", accuracy=True)
+  assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_quick_digits_study_end_to_end(tmp_path):
+  cmd = [sys.executable, str(ROOT / "scripts/batch_scaling_study.py"),
+         f"--config={ROOT / 'configs/scaling_digits.py'}", f"--workdir={tmp_path}", "--quick"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)  # one device, as in the study
+  subprocess.run(cmd, check=True, env=env, cwd=ROOT, capture_output=True, timeout=600)
+  rows = scaling.read_results(str(tmp_path / "results.jsonl"))
+  # quick: both models, LARS, B=16, 2 steps, seed 0
+  assert sorted((r["variant"], r["optimizer"], r["batch_size"]) for r in rows) == [
+      ("resnet", "lars", 16), ("vit", "lars", 16)]
+  for r in rows:
+    assert r["num_train_steps"] == 2 and not r["diverged"]
+    assert 0 <= r["eval_mlm_accuracy"] <= 1 and r["eval_mlm_loss"] > 0
+    assert set(r["eval_metrics"]) == {"loss", "accuracy", "top5_accuracy"}  # the image task's
+  assert scaling.read_baseline(str(tmp_path)) is None  # no unigram baseline for images
+  assert "| resnet/lars | 16 | 2 |" in (tmp_path / "results.md").read_text()
+  assert (tmp_path / "batch_scaling.png").read_bytes()[:4] == b"\x89PNG"
