@@ -27,6 +27,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -100,8 +101,27 @@ def _layer_norm(config: BertConfig, rngs: nnx.Rngs) -> nnx.LayerNorm:
   )
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _gelu(approximate: bool, x: jax.Array) -> jax.Array:
+  """GELU whose backward pass recomputes from its input: the exact GELU's autodiff would keep
+  three intermediates the size of the MLP's hidden layer for every layer (a remat policy cannot
+  say so inside the scanned layer's everything-saveable one)."""
+  return jax.nn.gelu(x, approximate=approximate)
+
+
+def _gelu_forward(approximate, x):
+  return _gelu(approximate, x), x
+
+
+def _gelu_backward(approximate, x, grad):
+  return jax.vjp(lambda x: jax.nn.gelu(x, approximate=approximate), x)[1](grad)
+
+
+_gelu.defvjp(_gelu_forward, _gelu_backward)
+
+
 def _activation(config: BertConfig, x: jax.Array) -> jax.Array:
-  return jax.nn.gelu(x, approximate=config.hidden_act != "gelu")
+  return _gelu(config.hidden_act != "gelu", x)
 
 
 def _split(key: jax.Array | None, num: int) -> list[jax.Array | None]:
