@@ -140,19 +140,23 @@ def _uniform16(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   """uint16 draws of ``shape``, four per Threefry-2x32 hash (``jax.random.bits``: one per hash).
 
   The last axis is cut into four blocks of ``g = ceil(n / 4)``; element ``q·g + j`` takes draw
-  ``q`` of the hash of the flat index of ``(..., j)``. So every element depends on the key and
-  its position only: the same on any device layout, like jax's partitionable Threefry. (Blocks,
+  ``q`` of the hash of the counter of ``(..., j)``: its index along the first axis (high word)
+  and its flat index within that row (low word). So every element depends on the key and its
+  position only: the same on any device layout, like jax's partitionable Threefry. (Blocks,
   not interleaved draws: a minor axis of 4 would be padded to 128 lanes on a TPU.)
   """
   *lead, last = shape
   groups = tuple(lead) + (-(-last // _DRAWS_PER_HASH),)
-  if math.prod(groups) >= 2**32:
-    raise ValueError(f"Dropout over {shape} needs more than 2**32 hashes; use a smaller batch.")
-  strides = np.cumprod((1,) + groups[:0:-1])[::-1]
-  index = sum(jax.lax.broadcasted_iota(jnp.uint32, groups, d) * np.uint32(s)
-              for d, s in enumerate(strides))
+  high_axes = int(len(groups) > 1)  # the first axis, if there are two or more
+  within = groups[high_axes:]
+  if math.prod(within) >= 2**32:
+    raise ValueError(f"Dropout over {shape}: a row of more than 2**32 hashes is not supported.")
+  strides = np.cumprod((1,) + within[:0:-1])[::-1]
+  low = sum(jax.lax.broadcasted_iota(jnp.uint32, groups, high_axes + d) * np.uint32(s)
+            for d, s in enumerate(strides))
+  high = jax.lax.broadcasted_iota(jnp.uint32, groups, 0) if high_axes else jnp.zeros_like(low)
   k1, k2 = jax.random.key_data(key)
-  hi, lo = threefry2x32_p.bind(k1, k2, jnp.zeros_like(index), index)
+  hi, lo = threefry2x32_p.bind(k1, k2, high, low)
   draws = [(w >> s).astype(jnp.uint16) for w in (hi, lo) for s in (0, 16)]
   return jnp.concatenate(draws, axis=-1)[..., :last]
 
