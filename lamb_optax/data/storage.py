@@ -247,10 +247,13 @@ def _remove_own_dataset(output_dir: str) -> None:
 def _remove_stale_builds(parent: str, prefix: str) -> None:
   """Removes ``prefix*`` build directories whose builder died (their lock is free)."""
   for name in os.listdir(parent):
-    lock_path = os.path.join(parent, name, BUILD_LOCK_FILE)
-    if not name.startswith(prefix) or not os.path.isfile(lock_path):
-      continue  # not a build directory of ours: leave it alone
-    with open(lock_path, "a", encoding="utf-8") as lock:
+    if not name.startswith(prefix):
+      continue
+    try:  # read-only: never (re)create a lock file in a directory its builder is removing
+      lock = open(os.path.join(parent, name, BUILD_LOCK_FILE), "rb")
+    except OSError:
+      continue  # no lock file: not (or no longer) a build directory of ours; leave it alone
+    with lock:
       try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
       except OSError:
@@ -271,8 +274,11 @@ def build_directory(parent: str, prefix: str) -> Iterator[str]:
   _remove_stale_builds(parent, prefix)
   tmp = tempfile.mkdtemp(prefix=prefix, dir=parent)
   try:
-    with open(os.path.join(tmp, BUILD_LOCK_FILE), "w", encoding="utf-8") as lock:
+    # The lock file appears under its own name only once locked (a rename keeps the inode and
+    # so the lock): a builder starting beside this one never sees it unlocked and removes it.
+    with open(os.path.join(tmp, BUILD_LOCK_FILE + ".new"), "wb") as lock:
       fcntl.flock(lock, fcntl.LOCK_EX)
+      os.rename(lock.name, os.path.join(tmp, BUILD_LOCK_FILE))
       yield tmp
   finally:
     shutil.rmtree(tmp, ignore_errors=True)

@@ -133,6 +133,24 @@ def test_stale_incomplete_builds_are_removed_live_ones_kept(tmp_path):
   live.close()
 
 
+def test_a_build_starting_beside_another_never_removes_it(tmp_path, monkeypatch):
+  # The worst interleaving, made deterministic: a second builder sweeps for stale builds at
+  # the instant the first takes its lock. The first build's directory must survive it.
+  real_flock = fcntl.flock
+
+  def flock_after_a_sweep(file, operation):
+    if operation == fcntl.LOCK_EX:  # the builder taking its lock (the sweep uses LOCK_NB)
+      storage._remove_stale_builds(str(tmp_path), ".ds.incomplete-")
+    return real_flock(file, operation)
+
+  monkeypatch.setattr(storage.fcntl, "flock", flock_after_a_sweep)
+  with storage.build_directory(str(tmp_path), ".ds.incomplete-") as build:
+    assert os.path.isdir(build)
+    storage._remove_stale_builds(str(tmp_path), ".ds.incomplete-")  # a sweep while it builds
+    assert sorted(os.listdir(build)) == [storage.BUILD_LOCK_FILE]
+  assert os.listdir(tmp_path) == []
+
+
 def test_a_huge_line_is_refused_without_reading_it_whole(tmp_path, monkeypatch):
   monkeypatch.setattr(sources, "MAX_LINE_BYTES", 1000)
   path = tmp_path / "book.txt"
