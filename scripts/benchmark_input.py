@@ -20,7 +20,6 @@ both share the same cores.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -31,7 +30,8 @@ from flax import nnx
 import lamb_optax
 from lamb_optax import data
 from lamb_optax.models import bert
-from lamb_optax.train.benchmarking import PlainSteps, machine, timed
+from lamb_optax.train.benchmarking import (PlainSteps, machine, refuse_existing, timed,
+                                           write_json)
 
 
 def loader_speed(source, prepared, *, batch_size: int, batches: int, worker_count: int,
@@ -89,6 +89,7 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=10, help="tiny train steps timed")
   parser.add_argument("--output", default="")
   args = parser.parse_args()
+  refuse_existing(args.output)
 
   start = time.perf_counter()
   prepared = data.prepare_embedded(args.data_dir)  # seq 128, 20 predictions, vocab 8192
@@ -121,8 +122,7 @@ def main() -> None:
       if "dynamic" in name:
         print(f"loader ({name}) / BERT-{preset} train step: {loader / speed:.1f}x")
   if args.output:
-    with open(args.output, "w") as f:
-      json.dump(report, f, indent=2)
+    write_json(args.output, report)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ BERT-base on a 2-core CPU needs several minutes.
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 import jax
@@ -42,7 +41,8 @@ import lamb_optax
 from lamb_optax.models import bert
 from lamb_optax.train.benchmarking import (PlainSteps, Runner, add_common_args, hf_available,
                                            hf_loss_fn, hf_model, machine, make_batch, make_steps,
-                                           speed_line, throughput, timed)
+                                           refuse_existing, speed_line, throughput, timed,
+                                           write_json)
 
 MODES = {"fwd+bwd": PlainSteps.grad, "train step": PlainSteps.train}
 
@@ -101,6 +101,7 @@ def main() -> None:
   parser.add_argument("--compile-presets", default="base,large",
                       help="presets whose compile time to measure; empty to skip")
   args = parser.parse_args()
+  refuse_existing(args.output)
   if args.quick:
     args.preset, args.rounds, args.steps, args.compile_presets = "tiny", 1, 2, "tiny,mini"
 
@@ -137,8 +138,7 @@ def main() -> None:
       print(f"compile train step, {preset}: " +
             ", ".join(f"{n} {s:.1f}s" for n, s in seconds.items()))
   if args.output:
-    with open(args.output, "w") as f:
-      json.dump(report, f, indent=2)
+    write_json(args.output, report)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ Run it beside transformers 4.57.6 (the last release with the Flax models; see
 
   /tmp/venv-hfflax/bin/python scripts/benchmark_train_step.py --rounds 5 --steps 2
   python scripts/benchmark_train_step.py --micro-batches 4 --batch 32 --no-hf
+  /tmp/venv-hfflax/bin/python scripts/benchmark_train_step.py --unrolled-layers  # 3 peers
   python scripts/benchmark_train_step.py --quick --no-hf --json /tmp/out.json
   python scripts/benchmark_train_step.py --no-hf --rounds 1 --profile /tmp/step_profile
 
@@ -40,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import statistics
 from typing import Any
@@ -57,18 +57,23 @@ from lamb_optax.train import profiling
 from lamb_optax.train import trainer as trainer_lib
 from lamb_optax.train.benchmarking import (BestOfRunner, PlainSteps, Runner, add_common_args,
                                            hf_available, hf_decay_mask, hf_loss_fn, hf_model,
-                                           machine, make_batch, matmul, speed_line, step_rates)
+                                           machine, make_batch, matmul, refuse_existing,
+                                           speed_line, step_rates, write_json)
 
 MODE = "train step"
+UNROLLED = "ours (unrolled layers)"
 MATMUL, MATMUL_SIZE, MATMUL_REPEATS = "matmul", 2048, 5
 
 
-def trainer_config(args: argparse.Namespace, data_parallel: int) -> ml_collections.ConfigDict:
+def trainer_config(args: argparse.Namespace, data_parallel: int,
+                   scan_layers: bool = True) -> ml_collections.ConfigDict:
   """The trainer's default config with this benchmark's model, batch and micro-batches."""
   config = config_lib.default_config()
   config.model.preset = args.preset
   config.model.dtype = args.dtype
   config.model.overrides.vocab_size = bert.BertConfig.preset(args.preset).vocab_size
+  if not scan_layers:
+    config.model.overrides.scan_layers = False
   config.data.max_seq_length = args.max_seq_length
   config.global_batch_size = args.batch_size
   config.micro_batch_size = max(1, args.batch_size // (args.micro_batches * data_parallel))
@@ -99,7 +104,7 @@ class TrainerStep:
     """Traces ``steps`` steps and attributes their kernel time (``lamb_optax.train.profiling``)."""
     with jax.set_mesh(self.trainer.mesh):
       hlo = self._step.lower(self.state, self.batch).compile().as_text()
-    with open(os.path.join(trace_dir, "train_step.hlo.txt"), "w") as f:
+    with open(os.path.join(trace_dir, "train_step.hlo.txt"), "x") as f:
       f.write(hlo)
     with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
       for _ in range(steps):
@@ -134,10 +139,18 @@ def parse_args() -> argparse.Namespace:
   add_common_args(parser, "tiny preset, 1 round of 2 steps: a smoke test (seconds)")
   parser.add_argument("--micro-batches", type=int, default=1,
                       help="gradient-accumulation micro-batches per step (ours only)")
+  parser.add_argument("--unrolled-layers", action="store_true",
+                      help="also time our step with the layers unrolled (model.scan_layers=False)"
+                      " as a third peer in the same rounds")
   parser.add_argument("--profile", metavar="DIR",
                       help="after timing, trace 2 of our steps into DIR (perfetto + optimized "
                       "HLO) and print where their kernel time goes")
   args = parser.parse_args()
+  refuse_existing(args.output)
+  if args.profile and any(os.path.lexists(os.path.join(args.profile, name))
+                          for name in ("train_step.hlo.txt", "plugins")):
+    raise SystemExit(f"--profile {args.profile} already holds a profile, which is kept; pass a "
+                     "new directory.")
   if args.quick:
     args.preset, args.rounds, args.steps = "tiny", 1, 2
   return args
@@ -146,6 +159,10 @@ def parse_args() -> argparse.Namespace:
 def report_lines(report: dict[str, Any]) -> list[str]:
   speeds, flops = report["tokens_per_s"], report["flops_per_token"]
   lines = [speed_line(MODE, speeds, flops, report["peak_flops"])]
+  if UNROLLED in speeds:
+    lines.append(f"  unrolled / scanned layers = {speeds[UNROLLED] / speeds['ours']:.2f}x" + (
+        f"; unrolled / HF = {report['unrolled_ratio_vs_hf']:.2f}x"
+        if "unrolled_ratio_vs_hf" in report else ""))
   lines.append(f"  peak {report['peak_flops'] / 1e12:.3f} TFLOP/s: {report['peak_source']}; "
                f"{flops / 1e6:.0f} MFLOP per token (lamb_optax.models.config.flops_per_token)")
   return lines
@@ -173,6 +190,10 @@ def main() -> None:
         "steps")
 
   runners = [Runner("ours", {MODE: ours.train})]
+  if args.unrolled_layers:
+    unrolled = TrainerStep(trainer_config(args, data_parallel, scan_layers=False))
+    unrolled.set_batch(batch)
+    runners.append(Runner(UNROLLED, {MODE: unrolled.train}))
   if hf:
     peer = huggingface(bert_config, ours.learning_rate, config.optimizer.kwargs.weight_decay, batch)
     runners.append(Runner("huggingface", {MODE: peer.train}))
@@ -199,6 +220,8 @@ def main() -> None:
       compile_s={r.name: r.compile_s[MODE] for r in runners if r.name != MATMUL})
   if hf:
     report["ratio_vs_hf"] = speeds["ours"] / speeds["huggingface"]
+    if UNROLLED in speeds:
+      report["unrolled_ratio_vs_hf"] = speeds[UNROLLED] / speeds["huggingface"]
   if args.profile:
     os.makedirs(args.profile, exist_ok=True)
     costs = ours.profile(args.profile)
@@ -207,8 +230,7 @@ def main() -> None:
     print(profiling.markdown(costs))
   print("\n".join(report_lines(report)))
   if args.output:
-    with open(args.output, "w") as f:
-      json.dump(report, f, indent=2)
+    write_json(args.output, report)
 
 
 if __name__ == "__main__":

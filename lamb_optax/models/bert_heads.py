@@ -28,6 +28,7 @@ from flax import nnx
 
 from lamb_optax.models import bert
 from lamb_optax.models.config import BertConfig
+from lamb_optax.models.dropout import dropout
 from lamb_optax.sharding import constrain
 
 
@@ -63,7 +64,7 @@ class BertForSequenceClassification(nnx.Module):
     cls_only = jnp.zeros((input_ids.shape[0], 1), jnp.int32)
     hidden = self.bert(input_ids, token_type_ids, attention_mask, encoder_key,
                        last_layer_positions=cls_only)
-    pooled = bert._dropout(self.bert.pool(hidden), self.config.hidden_dropout, head_key)
+    pooled = dropout(self.bert.pool(hidden), self.config.hidden_dropout, head_key)
     return self.classifier(pooled).astype(jnp.float32)
 
 

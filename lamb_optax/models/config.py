@@ -30,6 +30,11 @@ class BertConfig:
   for speed on TPU/GPU); parameters are kept in ``param_dtype``; losses and softmaxes are always
   computed in float32. ``remat`` rematerialises each scanned layer in the backward pass:
   ``"full"`` saves only the layer inputs, ``"dots"`` also keeps matmul outputs.
+  ``scan_layers`` runs the layers as one ``lax.scan`` (compile time independent of depth: the
+  default, and what TPU pod configs want); False unrolls them into straight-line code, which
+  saves the scan's stacked residual buffers (faster on CPU, ~10% for BERT-Base) at the cost of a
+  compile time that grows with depth. Parameters are stacked per layer either way, so
+  checkpoints do not depend on it.
 
   >>> BertConfig.preset("large").num_layers
   24
@@ -56,6 +61,7 @@ class BertConfig:
   dtype: str = "float32"
   param_dtype: str = "float32"
   remat: str = "none"
+  scan_layers: bool = True
 
   def __post_init__(self):
     for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
@@ -77,6 +83,8 @@ class BertConfig:
       raise ValueError(f"BertConfig.hidden_act must be one of {ACTIVATIONS}, got {self.hidden_act!r}.")
     if self.remat not in REMAT_POLICIES:
       raise ValueError(f"BertConfig.remat must be one of {REMAT_POLICIES}, got {self.remat!r}.")
+    if not isinstance(self.scan_layers, bool):
+      raise ValueError(f"BertConfig.scan_layers must be True or False, got {self.scan_layers!r}.")
     if not self.layer_norm_eps > 0 or not self.initializer_range > 0:
       raise ValueError("BertConfig.layer_norm_eps and initializer_range must be positive.")
     for name in ("dtype", "param_dtype"):

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lamb_optax.masks import path_to_str
+from lamb_optax.models.dropout import dropout as _dropout
 from lamb_optax.sharding import LOGICAL_AXES_KEY, constrain
 
 STACKED_LAYERS_PATH = "encoder/layers"
@@ -113,13 +114,6 @@ def _layer_norm(config: ViTConfig, rngs: nnx.Rngs) -> nnx.LayerNorm:
   return nnx.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps,
                        scale_metadata=_axes("embed"), bias_metadata=_axes("embed"),
                        dtype=jnp.dtype(config.dtype), rngs=rngs)
-
-
-def _dropout(x, rate, key):
-  if key is None or rate == 0.0:
-    return x
-  keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-  return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
 
 
 def patchify(images: jax.Array, patch_size: int) -> jax.Array:

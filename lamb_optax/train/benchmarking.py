@@ -11,6 +11,7 @@ transformers <= 4.57.6 (see benchmark_model.py's docstring for the separate envi
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -66,6 +67,20 @@ def add_common_args(parser: argparse.ArgumentParser, quick_help: str) -> None:
   parser.add_argument("--quick", action="store_true", help=quick_help)
   parser.add_argument("--json", "--output", dest="output", default=None,
                       help="also write the results as JSON to this file")
+
+
+def refuse_existing(path: str | None, what: str = "--output") -> None:
+  """Exits, before any timing, when ``path`` exists: a benchmark never replaces a report."""
+  if path and os.path.lexists(path):
+    raise SystemExit(f"{what}={path} already exists and is kept; pass a new path.")
+  if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+    raise SystemExit(f"{what}={path}: its directory does not exist; create it first.")
+
+
+def write_json(path: str, report: Mapping[str, Any]) -> None:
+  """Writes ``report`` to a new file at ``path`` (refused earlier by :func:`refuse_existing`)."""
+  with open(path, "x") as f:  # "x": never over a file that appeared during the run
+    json.dump(report, f, indent=2)
 
 
 # ----------------------------------------------------------------------------- Hugging Face

@@ -10,7 +10,8 @@ per step, compile time, and a roofline estimate of the step time. It exits 0 whe
 
 The report's counting (see :mod:`lamb_optax.train.program_stats`): XLA's cost analysis counts a
 loop body once, so FLOPs and bytes per step are XLA's figures plus the missing iterations of the
-scans (micro-batches, layers): matmul FLOPs counted in the jaxpr, bytes in the optimized HLO.
+scans (micro-batches, layers): matmul FLOPs counted in the jaxpr; bytes are counted in the
+optimized HLO, every loop with its trips (XLA's own once-per-body figure stays in the report).
 """
 
 from __future__ import annotations
@@ -224,7 +225,10 @@ def _add_costs(report: Report, trainer, jaxpr, compiled, devices: int) -> None:
   dot_flops, dot_flops_once = program_stats.jaxpr_dot_flops(jaxpr)
   hlo = program_stats.analyse(compiled.as_text())
   per_chip_flops = xla_flops + (dot_flops - dot_flops_once) / devices
-  per_chip_bytes = xla_bytes + (hlo.bytes - hlo.bytes_once)
+  # Bytes are counted here whole rather than as XLA's figure plus the missing trips: XLA's count
+  # of a loop body (its once-figure, kept in the report) and ours differ in what a fusion reads,
+  # and mixing the two would charge the difference to the wrong side.
+  per_chip_bytes = hlo.bytes
   report.flops_per_chip, report.flops_per_step = per_chip_flops, per_chip_flops * devices
   report.bytes_accessed_per_chip = per_chip_bytes
   report.bytes_accessed_per_step = per_chip_bytes * devices
@@ -312,15 +316,54 @@ def summary(report: Report) -> str:
   return "\n".join(lines)
 
 
+def markdown_table(reports: dict[str, dict[str, Any]]) -> str:
+  """A markdown table of ``--compile_report`` files (``{run name: report JSON}``): memory per
+  chip against HBM, FLOPs, bytes and collectives per step, and the roofline estimate."""
+  head = ("| run | slice (chips) | per device x micro-batches | memory / chip (of HBM) | fits | "
+          "PFLOP / step | HBM GB / chip / step | collectives / chip / step | "
+          "est. step (bound) | est. MFU | compile |")
+  lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+  for name, r in reports.items():
+    m = r["memory_per_chip_bytes"]
+    coll = ", ".join(f"{op} {v['count']}x {v['bytes'] / 2**30:.2f} GiB"
+                     for op, v in r.get("collectives", {}).items()) or "none"
+    est = r.get("estimated_step_seconds")
+    cost = (f"{est:.3f} s ({r['estimate']['bound']}) | {r['estimated_mfu']:.0%}" if est
+            else "- | -")
+    flops = r.get("flops_per_step")
+    hbm = None if flops is None else r["bytes_accessed_per_chip"] / 1e9
+    lines.append(
+        f"| {name} | {r['accelerator']} ({r['chips']}) | {r['micro_batch_size']} x "
+        f"{r['num_micro_batches']} | {_gb(m.get('total'))} of {_gb(r['hbm_per_chip_bytes'])} | "
+        f"{'yes' if r['fits'] else '**no**'} | "
+        f"{'-' if flops is None else f'{flops / 1e15:.2f}'} | "
+        f"{'-' if hbm is None else f'{hbm:.0f}'} | {coll} | "
+        f"{cost} | {r['compile_seconds']:.0f} s |")
+  return "\n".join(lines)
+
+
+def check_report_path(path: str) -> None:
+  """Refuses, before the (minutes-long) compile, a report path that exists or cannot be made."""
+  if os.path.lexists(path):
+    raise CompileForError(f"--compile_report={path} already exists; it is kept. Pass a new path "
+                          "(or delete that file yourself).")
+  parent = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(parent):
+    raise CompileForError(f"--compile_report={path}: its directory {parent} does not exist; "
+                          "create it first.")
+
+
 def main(config, accelerator_type: str, report_path: Optional[str] = None) -> int:
   """``--compile_for``: prints the report, writes it as JSON; 0 fits, 1 does not, 2 bad input."""
   try:
+    if report_path:
+      check_report_path(report_path)
     report = compile_for(config, accelerator_type)
   except CompileForError as e:
     print(f"compile_for: error: {e}")
     return 2
   print(summary(report))
   if report_path:
-    with open(report_path, "w") as f:
+    with open(report_path, "x") as f:  # "x": a report that appeared meanwhile is kept too
       json.dump(report.as_json(), f, indent=2)
   return 0 if report.fits else 1

@@ -11,6 +11,7 @@ from flax import nnx
 
 import lamb_optax
 from lamb_optax.models import bert
+from lamb_optax.models import dropout
 from lamb_optax.models.bert import BertConfig, BertForPreTraining
 
 SMALL = BertConfig.tiny(vocab_size=211, max_position_embeddings=64)
@@ -179,16 +180,16 @@ def test_dropout_is_controlled_by_the_key(model, batch, value_and_grad):
 @pytest.mark.parametrize("shape", [(64, 12, 128, 128), (3, 5, 7)])
 def test_dropout_drops_at_its_rate_and_scales_the_rest(shape):
   rate = 0.1
-  out = np.asarray(jax.jit(lambda k: bert._dropout(jnp.ones(shape), rate, k))(jax.random.key(5)))
+  out = np.asarray(jax.jit(lambda k: dropout.dropout(jnp.ones(shape), rate, k))(jax.random.key(5)))
   assert set(np.unique(out)) <= {0.0, np.float32(1 / (1 - rate))}
   if out.size > 10**6:  # binomial standard deviation of the dropped fraction: 2.8e-4
     assert abs(np.mean(out == 0) - rate) < 1.5e-3
-  other = np.asarray(bert._dropout(jnp.ones(shape), rate, jax.random.key(6)))
+  other = np.asarray(dropout.dropout(jnp.ones(shape), rate, jax.random.key(6)))
   assert not np.array_equal(out == 0, other == 0)
 
 
 def test_dropout_draws_are_uniform_and_independent_of_the_layout():
-  draws = np.asarray(bert._uniform16(jax.random.key(0), (256, 1024)))
+  draws = np.asarray(dropout.uniform16(jax.random.key(0), (256, 1024)))
   # Chi-square over the 256 values of the high byte (255 degrees of freedom; p = 1e-6 at 368),
   # and the low byte, and all four draws of a hash (the four blocks of the last axis) alike.
   for byte in (draws >> 8, draws & 255):
@@ -199,13 +200,13 @@ def test_dropout_draws_are_uniform_and_independent_of_the_layout():
   # A draw depends on the key and its position only: a block computed on its own (as a device
   # holding those rows would) is the same block of the whole, and a sharded array agrees.
   mesh = jax.make_mesh((jax.device_count(),), ("data",))
-  sharded = jax.jit(lambda k: bert._uniform16(k, (256, 1024)),
+  sharded = jax.jit(lambda k: dropout.uniform16(k, (256, 1024)),
                     out_shardings=jax.NamedSharding(mesh, jax.P("data")))(jax.random.key(0))
   np.testing.assert_array_equal(np.asarray(sharded), draws)
   # BERT-Large phase 2's attention dropout over a micro-batch of 4,096 sequences (512 chips x 8)
   # has 2**32 groups of four: the counter's high word (the row) keeps them distinct.
   shape = (4096, 16, 512, 512)
-  assert jax.eval_shape(lambda k: bert._uniform16(k, shape), jax.random.key(0)).shape == shape
+  assert jax.eval_shape(lambda k: dropout.uniform16(k, shape), jax.random.key(0)).shape == shape
 
 
 def test_remat_gives_the_same_gradients(model, batch, value_and_grad):
@@ -217,6 +218,22 @@ def test_remat_gives_the_same_gradients(model, batch, value_and_grad):
     actual = jax.jit(jax.grad(lambda p: loss_fn(graphdef, p, batch, key)[0]))(params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5),
                  actual, expected)
+
+
+def test_unrolled_layers_give_the_scans_loss_and_gradients(model, batch, value_and_grad):
+  # scan_layers=False is the same computation without the loop: same params, dropout keys,
+  # loss and gradients (float summation order aside).
+  key = jax.random.key(0)
+  _, params = nnx.split(model, nnx.Param)
+  (loss, _), expected = value_and_grad(params, batch, key)
+  graphdef, _ = nnx.split(make_model(SMALL.replace(scan_layers=False)), nnx.Param)
+  unrolled = jax.jit(jax.value_and_grad(lambda p: loss_fn(graphdef, p, batch, key)[0]))
+  actual_loss, actual = unrolled(params)
+  np.testing.assert_allclose(actual_loss, loss, rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5),
+               actual, expected)
+  with pytest.raises(ValueError, match="scan_layers must be True or False"):
+    SMALL.replace(scan_layers="no")
 
 
 def test_bfloat16_compute_keeps_float32_params_and_losses(model, batch):

@@ -9,15 +9,18 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def test_quick_run_reports_positive_throughput(tmp_path):
-  out = tmp_path / "result.json"
+def _run(*flags: str, timeout: int = 120) -> subprocess.CompletedProcess:
   # The inherited XLA_FLAGS give 8 fake CPU devices: the step runs data-parallel over a mesh.
   env = {**os.environ, "PYTHONPATH": os.pathsep.join(
       [str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-  run = subprocess.run(
+  return subprocess.run(
       [sys.executable, str(ROOT / "scripts" / "benchmark_train_step.py"), "--quick", "--no-hf",
-       "--micro-batches", "2", "--batch", "16", "--json", str(out)],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+       *flags], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_quick_run_reports_positive_throughput(tmp_path):
+  out = tmp_path / "result.json"
+  run = _run("--micro-batches", "2", "--batch", "16", "--json", str(out))
   assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
   report = json.loads(out.read_text())
   assert report["tokens_per_s"]["ours"] > 0
@@ -28,12 +31,7 @@ def test_quick_run_reports_positive_throughput(tmp_path):
 
 def test_profile_attributes_the_step_to_named_costs(tmp_path):
   out = tmp_path / "result.json"
-  env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-      [str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-  run = subprocess.run(
-      [sys.executable, str(ROOT / "scripts" / "benchmark_train_step.py"), "--quick", "--no-hf",
-       "--profile", str(tmp_path / "trace"), "--json", str(out)],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  run = _run("--profile", str(tmp_path / "trace"), "--json", str(out), timeout=300)
   assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
   costs = {c["name"]: c for c in json.loads(out.read_text())["profile"]}
   assert abs(sum(c["share"] for c in costs.values()) - 1) < 1e-6
@@ -41,3 +39,16 @@ def test_profile_attributes_the_step_to_named_costs(tmp_path):
   assert costs["matmul"]["share"] > 0.1
   assert costs.get("other", {"share": 0})["share"] < 0.3
   assert (tmp_path / "trace" / "train_step.hlo.txt").exists()
+
+
+def test_earlier_results_are_kept_and_refused_before_timing(tmp_path):
+  out = tmp_path / "result.json"
+  out.write_text("an earlier report")
+  run = _run("--json", str(out))
+  assert run.returncode != 0 and "already exists and is kept" in run.stderr
+  assert out.read_text() == "an earlier report"
+  (tmp_path / "trace").mkdir()
+  (tmp_path / "trace" / "train_step.hlo.txt").write_text("an earlier profile")
+  run = _run("--profile", str(tmp_path / "trace"))
+  assert run.returncode != 0 and "already holds a profile" in run.stderr
+  assert (tmp_path / "trace" / "train_step.hlo.txt").read_text() == "an earlier profile"

@@ -119,3 +119,31 @@ def test_config_that_cannot_fit_is_refused(tmp_path):
               "bytes_accessed_per_step", "collectives", "compile_seconds",
               "estimated_step_seconds", "estimated_mfu"):
     assert key in report
+
+
+def test_existing_report_is_kept_and_refused_before_compiling(tmp_path, capsys):
+  report = tmp_path / "report.json"
+  report.write_text("a report from another run")
+  assert compile_for.main(small_config(), "v5litepod-4", str(report)) == 2
+  assert "already exists; it is kept" in capsys.readouterr().out
+  assert report.read_text() == "a report from another run"
+  missing = tmp_path / "no-such-dir" / "report.json"
+  assert compile_for.main(small_config(), "v5litepod-4", str(missing)) == 2
+  assert "does not exist" in capsys.readouterr().out
+
+
+def test_markdown_table_has_a_row_per_report():
+  fits = compile_for.Report(
+      accelerator="v4-8", topology="v4:2x2x1", chips=4, hosts=1, mesh={"data": 4},
+      global_batch_size=64, micro_batch_size=8, num_micro_batches=2, fits=True,
+      hbm_per_chip_bytes=32 * 2**30, memory_per_chip_bytes={"total": 3 * 2**30},
+      margin_bytes=29 * 2**30, compile_seconds=12.0, flops_per_step=2e15,
+      bytes_accessed_per_chip=5e10, collectives={"all-reduce": {"count": 3, "bytes": 2**30}},
+      estimate={"bound": "hbm"}, estimated_step_seconds=0.25, estimated_mfu=0.4).as_json()
+  too_big = dict(fits, fits=False, flops_per_step=None, estimated_step_seconds=None,
+                 collectives={})
+  table = compile_for.markdown_table({"ok": fits, "oom": too_big}).splitlines()
+  assert len(table) == 4 and all(line.count("|") == table[0].count("|") for line in table)
+  assert ("| ok | v4-8 (4) | 8 x 2 | 3.00 GiB of 32.00 GiB | yes | 2.00 | 50 | "
+          "all-reduce 3x 1.00 GiB | 0.250 s (hbm) | 40% | 12 s |") == table[2]
+  assert "| **no** |" in table[3]
