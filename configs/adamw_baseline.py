@@ -24,6 +24,7 @@ from lamb_optax.train.config import default_config
 def get_config():
   config = default_config()
   config.model.preset = "large"
+  config.model.dtype = "bfloat16"  # as lamb_paper.py:512: only the optimizer differs
   config.optimizer.name = "adamw"
   config.optimizer.kwargs.weight_decay = 0.01
   config.optimizer.kwargs.eps = 1e-6

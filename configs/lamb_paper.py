@@ -31,6 +31,9 @@ def get_config(batch_size: str = "32768"):
                      "pass one of those as the config argument.")
   config = default_config()
   config.model.preset = "large"
+  # bfloat16 compute (float32 params, losses and softmax), as the bert_*_phase configs: without
+  # it the step compiled for v4-1024 ran its matmuls and gradient all-reduces in float32.
+  config.model.dtype = "bfloat16"
   config.optimizer.name = "lamb"
   config.optimizer.kwargs.weight_decay = 0.01
   config.optimizer.kwargs.eps = 1e-6

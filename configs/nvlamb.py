@@ -27,6 +27,7 @@ def get_config(phase: str = "phase1"):
   batch, steps, lr, warmup, seq, predictions = PHASES[phase]
   config = default_config()
   config.model.preset = "large"
+  config.model.dtype = "bfloat16"  # NVIDIA trains in mixed precision (fp16 on V100)
   config.optimizer.name = "nvlamb"
   config.optimizer.kwargs.weight_decay = 0.01
   config.optimizer.kwargs.eps = 1e-6

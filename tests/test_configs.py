@@ -81,6 +81,16 @@ def test_two_phase_configs():
     assert c.global_batch_size % c.micro_batch_size == 0
 
 
+@pytest.mark.parametrize("name, arg", [
+    ("lamb_paper", "32768"), ("adamw_baseline", None), ("nvlamb", "phase1"),
+    ("nvlamb", "phase2"), ("bert_base_phase1", None), ("bert_large_phase2", None)])
+def test_pod_recipes_compute_in_bfloat16(name, arg):
+  # Compiled for v4-1024, lamb_paper.py in float32 moved 1.4x the HBM bytes and all-reduced its
+  # gradients in float32 (docs/tpu.md §6); params, losses and softmaxes stay float32 anyway.
+  _, config = load(name, *([arg] if arg else []))
+  assert config.model.dtype == "bfloat16"
+
+
 def test_adamw_baseline_differs_from_lamb_512_in_the_optimizer():
   _, adamw = load("adamw_baseline")
   _, lamb = load("lamb_paper", "512")
