@@ -223,7 +223,7 @@ def _traffic(inst: _Instruction, shapes: dict[str, str],
   """Bytes an instruction reads and writes: its operands plus its result, except what a
   ``dynamic-slice`` does not read and a ``dynamic-update-slice`` writes in place (also inside
   fusions): a scan's step reads one layer of its stacked inputs and writes one row of its
-  stacked outputs, not the whole stacks (counting them whole overstated a 24-layer step ~30x)."""
+  stacked outputs, not the whole stacks (counting them whole overstated a 24-layer step ~10x)."""
   if inst.opcode in _NO_TRAFFIC:
     return 0.0
   body = computations.get(inst.called or "") if inst.opcode == "fusion" else None
