@@ -72,8 +72,7 @@ def trainer_config(args: argparse.Namespace, data_parallel: int,
   config.model.preset = args.preset
   config.model.dtype = args.dtype
   config.model.overrides.vocab_size = bert.BertConfig.preset(args.preset).vocab_size
-  if not scan_layers:
-    config.model.overrides.scan_layers = False
+  config.model.overrides.scan_layers = scan_layers
   config.data.max_seq_length = args.max_seq_length
   config.global_batch_size = args.batch_size
   config.micro_batch_size = max(1, args.batch_size // (args.micro_batches * data_parallel))

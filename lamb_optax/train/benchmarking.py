@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from lamb_optax.models import bert
+from lamb_optax.train import workdir
 
 PyTree = Any
 Batch = Mapping[str, jax.Array]
@@ -71,10 +72,9 @@ def add_common_args(parser: argparse.ArgumentParser, quick_help: str) -> None:
 
 def refuse_existing(path: str | None, what: str = "--output") -> None:
   """Exits, before any timing, when ``path`` exists: a benchmark never replaces a report."""
-  if path and os.path.lexists(path):
-    raise SystemExit(f"{what}={path} already exists and is kept; pass a new path.")
-  if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-    raise SystemExit(f"{what}={path}: its directory does not exist; create it first.")
+  problem = path and workdir.new_file_problem(path, what)
+  if problem:
+    raise SystemExit(problem)
 
 
 def write_json(path: str, report: Mapping[str, Any]) -> None:

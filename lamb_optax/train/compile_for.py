@@ -27,6 +27,7 @@ from typing import Any, Optional
 from lamb_optax.train import accelerators
 from lamb_optax.train import config as config_lib
 from lamb_optax.train import program_stats
+from lamb_optax.train import workdir
 
 INSTALL_HINT = "pip install 'lamb_optax[tpu]' (or pip install 'jax[tpu]==<your jax version>')"
 
@@ -342,22 +343,12 @@ def markdown_table(reports: dict[str, dict[str, Any]]) -> str:
   return "\n".join(lines)
 
 
-def check_report_path(path: str) -> None:
-  """Refuses, before the (minutes-long) compile, a report path that exists or cannot be made."""
-  if os.path.lexists(path):
-    raise CompileForError(f"--compile_report={path} already exists; it is kept. Pass a new path "
-                          "(or delete that file yourself).")
-  parent = os.path.dirname(os.path.abspath(path))
-  if not os.path.isdir(parent):
-    raise CompileForError(f"--compile_report={path}: its directory {parent} does not exist; "
-                          "create it first.")
-
-
 def main(config, accelerator_type: str, report_path: Optional[str] = None) -> int:
   """``--compile_for``: prints the report, writes it as JSON; 0 fits, 1 does not, 2 bad input."""
   try:
-    if report_path:
-      check_report_path(report_path)
+    problem = report_path and workdir.new_file_problem(report_path, "--compile_report")
+    if problem:  # refused before the (minutes-long) compile
+      raise CompileForError(problem)
     report = compile_for(config, accelerator_type)
   except CompileForError as e:
     print(f"compile_for: error: {e}")

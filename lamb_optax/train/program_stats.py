@@ -87,7 +87,7 @@ class HloStats:
 
   runs: dict[str, int]  # executed computation -> times it runs per module run
   bytes: float  # bytes read + written, loops counted with their trips
-  bytes_once: float  # the same with every computation once, as XLA's cost analysis counts
+  bytes_once: float  # the same with every loop body once (how XLA's cost analysis counts loops)
   collectives: dict[str, dict[str, float]]  # op -> {"count", "bytes"}; bytes = result bytes
   fusions: int  # fusion instructions in executed computations, each counted once
   while_loops: dict[str, int]  # loop body -> trip count

@@ -54,6 +54,17 @@ def _is_remote(workdir: str) -> bool:
   return "://" in workdir
 
 
+def new_file_problem(path: str, flag: str) -> Optional[str]:
+  """Why ``path`` cannot be written as a new output file (it exists: what is there is kept; its
+  directory is missing), or None. Checked before the work that produces the file starts."""
+  if os.path.lexists(path):
+    return f"{flag}={path} already exists and is kept; pass a new path."
+  parent = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(parent):
+    return f"{flag}={path}: its directory {parent} does not exist; create it first."
+  return None
+
+
 def check_writable(workdir: str) -> None:
   """Raises WorkdirError unless ``workdir`` is (or can be created as) a writable directory."""
   if _is_remote(workdir):

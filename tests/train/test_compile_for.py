@@ -125,7 +125,7 @@ def test_existing_report_is_kept_and_refused_before_compiling(tmp_path, capsys):
   report = tmp_path / "report.json"
   report.write_text("a report from another run")
   assert compile_for.main(small_config(), "v5litepod-4", str(report)) == 2
-  assert "already exists; it is kept" in capsys.readouterr().out
+  assert "already exists and is kept" in capsys.readouterr().out
   assert report.read_text() == "a report from another run"
   missing = tmp_path / "no-such-dir" / "report.json"
   assert compile_for.main(small_config(), "v5litepod-4", str(missing)) == 2
