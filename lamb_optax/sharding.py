@@ -210,8 +210,38 @@ def constrain(x: jax.Array, logical_axes: LogicalAxes) -> jax.Array:
   mesh = _active_mesh()
   if mesh is None:
     return x
-  spec = logical_to_mesh_axes(logical_axes, mesh_axis_names=mesh.axis_names)
+  # Inside a shard_map, the manual axes are already split by hand: constrain over the rest.
+  spec = logical_to_mesh_axes(logical_axes, mesh_axis_names=_auto_axes(mesh))
   return jax.lax.with_sharding_constraint(x, spec)
+
+
+def _auto_axes(mesh) -> tuple[str, ...]:
+  return tuple(a for a in mesh.axis_names if a not in mesh.manual_axes)
+
+
+def first_batch_row(rows_here: int) -> Union[int, jax.Array]:
+  """The global index of the first batch row that code sees, where it sees ``rows_here`` rows.
+
+  0, except inside a ``jax.shard_map`` that makes some of the batch's mesh axes manual (the train
+  step's per-shard gradient accumulation): there each shard holds a block of the global batch,
+  and this is where its block starts. Position-keyed randomness (:mod:`lamb_optax.models.dropout`)
+  adds it so that a row draws the same bits on every layout.
+
+  >>> first_batch_row(8)   # no mesh, or no manual axis
+  0
+  """
+  mesh = _active_mesh()
+  if mesh is None or not mesh.manual_axes:
+    return 0
+  batch_axes = _as_tuple(logical_to_mesh_axes(("batch",), mesh_axis_names=mesh.axis_names)[0])
+  manual = [a in mesh.manual_axes for a in batch_axes]
+  if manual != sorted(manual, reverse=True):  # manual axes must lead: blocks, not strides
+    raise ValueError(f"The batch's mesh axes {batch_axes} are manual only in part "
+                     f"({sorted(mesh.manual_axes)}): make the leading ones manual.")
+  block = 0
+  for axis in batch_axes[:sum(manual)]:
+    block = block * mesh.shape[axis] + jax.lax.axis_index(axis)
+  return block * rows_here
 
 
 def _is_variable(x: Any) -> bool:

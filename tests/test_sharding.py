@@ -98,3 +98,27 @@ def test_state_shardings_of_an_abstract_state_initialise_sharded_params():
                    out_shardings=shardings)()
   assert params["kernel"].sharding.spec == P("fsdp", "tensor")
   assert params["kernel"].addressable_shards[0].data.shape == (2, 2)
+
+
+def test_inside_a_shard_of_the_data_axis_rows_count_from_the_shards_block():
+  """The train step's per-shard accumulation: 'data' manual, 'fsdp' automatic inside."""
+  mesh = sharding.make_mesh({"data": 4, "fsdp": 2})
+
+  def per_shard(x):
+    x = sharding.constrain(x, ("batch",))  # over 'fsdp' only: 'data' is split by hand here
+    return x + sharding.first_batch_row(x.shape[0])
+
+  with jax.set_mesh(mesh):
+    f = jax.shard_map(per_shard, in_specs=P("data"), out_specs=P("data"), axis_names={"data"},
+                      check_vma=False)
+    rows = jax.jit(f)(jnp.zeros(16, jnp.int32))
+  np.testing.assert_array_equal(rows, np.repeat([0, 4, 8, 12], 4))
+  assert sharding.first_batch_row(16) == 0  # outside: no shard, no offset
+
+
+def test_first_batch_row_refuses_a_manual_axis_behind_an_automatic_one():
+  mesh = sharding.make_mesh({"data": 2, "fsdp": 4})
+  f = jax.shard_map(lambda x: x + sharding.first_batch_row(x.shape[0]), in_specs=P("fsdp"),
+                    out_specs=P("fsdp"), axis_names={"fsdp"}, check_vma=False)
+  with jax.set_mesh(mesh), pytest.raises(ValueError, match="make the leading ones manual"):
+    jax.jit(f)(jnp.zeros(16, jnp.int32))

@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend.random import threefry2x32_p
 
+from lamb_optax import sharding
+
 _DRAWS_PER_HASH = 4  # a Threefry-2x32 hash gives 64 random bits: four 16-bit draws
 
 
@@ -29,7 +31,9 @@ def uniform16(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   The last axis is cut into four blocks of ``g = ceil(n / 4)``; element ``q·g + j`` takes draw
   ``q`` of the hash of the counter of ``(..., j)``: its index along the first axis (high word)
   and its flat index within that row (low word). So every element depends on the key and its
-  position only: the same on any device layout, like jax's partitionable Threefry. (Blocks,
+  position only: the same on any device layout, like jax's partitionable Threefry; inside a
+  shard of the batch (``jax.shard_map``) the first axis counts from the shard's first global row
+  (:func:`lamb_optax.sharding.first_batch_row`). (Blocks,
   not interleaved draws: a minor axis of 4 would be padded to 128 lanes on a TPU.)
   """
   *lead, last = shape
@@ -41,7 +45,14 @@ def uniform16(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   strides = np.cumprod((1,) + within[:0:-1])[::-1]
   low = sum(jax.lax.broadcasted_iota(jnp.uint32, groups, high_axes + d) * np.uint32(s)
             for d, s in enumerate(strides))
-  high = jax.lax.broadcasted_iota(jnp.uint32, groups, 0) if high_axes else jnp.zeros_like(low)
+  first_row = sharding.first_batch_row(shape[0])  # nonzero in a shard of a manual batch axis
+  if not high_axes:
+    if not isinstance(first_row, int):
+      raise ValueError(f"Dropout over {shape} inside a shard of the batch: it needs a batch axis "
+                       "and a feature axis (a rank-1 array has no row counter).")
+    high = jnp.zeros_like(low)
+  else:
+    high = jax.lax.broadcasted_iota(jnp.uint32, groups, 0) + jnp.asarray(first_row, jnp.uint32)
   k1, k2 = jax.random.key_data(key)
   hi, lo = threefry2x32_p.bind(k1, k2, high, low)
   draws = [(w >> s).astype(jnp.uint16) for w in (hi, lo) for s in (0, 16)]

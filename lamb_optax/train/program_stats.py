@@ -12,9 +12,10 @@ iterations back:
 * :func:`analyse` reads the optimized HLO of one device: each computation runs as often as the
   while loops around it say (the trip count from ``known_trip_count``, else from the loop
   condition ``i < N``); it counts bytes as operands + result of every instruction a
-  computation runs (a fusion as one), except that a ``dynamic-slice`` reads only its slice and a
-  ``dynamic-update-slice`` writes only its update, in place (also inside fusions): a scan step
-  touches one layer of its stacks. It also counts the collectives (count and result bytes).
+  computation runs (a fusion as one), except that a slice (``slice``, ``dynamic-slice``, the
+  async ``slice-start``) reads only its slice and a ``dynamic-update-slice`` writes only its
+  update, in place (also inside fusions): a scan step touches one layer of its stacks. An async
+  copy counts at its start, once. It also counts the collectives (count and result bytes).
 
 >>> text = '''
 ... HloModule m
@@ -59,7 +60,7 @@ _ARRAY = re.compile(r"\b([a-z]+\d*(?:e\d+m\d+\w*)?)\[([\d,]*)\]")
 # Instructions that move no data of their own (views, plumbing, loops whose bodies count).
 _NO_TRAFFIC = {"parameter", "constant", "tuple", "get-tuple-element", "bitcast", "while",
                "conditional", "call", "after-all", "partition-id", "replica-id", "iota",
-               "opt-barrier", "copy-done", "all-reduce-done", "all-gather-done",
+               "opt-barrier", "copy-done", "slice-done", "all-reduce-done", "all-gather-done",
                "collective-permute-done", "async-done", "async-update", "get-dimension-size"}
 
 
@@ -221,18 +222,25 @@ def _collective_bytes(inst: _Instruction) -> float:
 def _traffic(inst: _Instruction, shapes: dict[str, str],
              computations: dict[str, list[_Instruction]]) -> float:
   """Bytes an instruction reads and writes: its operands plus its result, except what a
-  ``dynamic-slice`` does not read and a ``dynamic-update-slice`` writes in place (also inside
-  fusions): a scan's step reads one layer of its stacked inputs and writes one row of its
+  (dynamic or async) slice does not read and a ``dynamic-update-slice`` writes in place (also
+  inside fusions): a scan's step reads one layer of its stacked inputs and writes one row of its
   stacked outputs, not the whole stacks (counting them whole overstated a 24-layer step ~10x)."""
   if inst.opcode in _NO_TRAFFIC:
     return 0.0
+  if inst.opcode in ("copy-start", "slice-start") and inst.shape.startswith("("):
+    # An async copy's tuple is (operand, result, context): it reads the operand, or for a slice
+    # only the slice, and writes the result once (its -done moves nothing more).
+    dt, dims = _ARRAY.findall(inst.shape)[1]
+    result = _DTYPE_BYTES.get(dt, 4) * math.prod(int(d) for d in dims.split(",") if d)
+    source = shape_bytes(shapes.get(inst.operands[0], "")) if inst.opcode == "copy-start" else result
+    return source + result
   body = computations.get(inst.called or "") if inst.opcode == "fusion" else None
   read = 0.0
   for k, operand in enumerate(inst.operands):
     full = shape_bytes(shapes.get(operand, ""))
     if body is not None:
       read += min(full, _param_read(body, k, computations, full))
-    elif k == 0 and inst.opcode == "dynamic-slice":
+    elif k == 0 and inst.opcode in ("dynamic-slice", "slice"):
       read += shape_bytes(inst.shape)
     elif not (k == 0 and inst.opcode == "dynamic-update-slice"):
       read += full
@@ -287,7 +295,7 @@ def _read_of(name: str, body: list[_Instruction], computations, full: float) -> 
     for k, operand in enumerate(user.operands):
       if operand != name:
         continue
-      if user.opcode == "dynamic-slice" and k == 0:
+      if user.opcode in ("dynamic-slice", "slice") and k == 0:
         read += shape_bytes(user.shape)
       elif user.opcode == "dynamic-update-slice" and k == 0:
         pass
@@ -316,8 +324,8 @@ def _sub_jaxprs(params: dict[str, Any]) -> list[Any]:
 
 def jaxpr_dot_flops(jaxpr: Any) -> tuple[float, float]:
   """``(flops, flops_once)`` of the matmuls (``dot_general``) in ``jaxpr`` (global shapes):
-  scan bodies
-  times ``length``, and every body once as XLA's cost analysis counts it.
+  scan bodies times ``length``, ``shard_map`` bodies (per-shard shapes) times their shards,
+  and every body once as XLA's cost analysis counts it.
 
   >>> import jax, jax.numpy as jnp
   >>> f = lambda a: jax.lax.scan(lambda c, _: (c @ a, None), a, None, length=3)[0]
@@ -333,7 +341,10 @@ def jaxpr_dot_flops(jaxpr: Any) -> tuple[float, float]:
       weighted, once = weighted + f, once + f
       continue
     trips = eqn.params.get("length", 1) if eqn.primitive.name == "scan" else 1
+    shards = 1  # a shard_map body (per-shard shapes) runs once on every shard
+    if eqn.primitive.name == "shard_map":
+      shards = math.prod(eqn.params["mesh"].shape[a] for a in eqn.params["newly_manual_axes"])
     for sub in _sub_jaxprs(eqn.params):
       w, o = jaxpr_dot_flops(sub)
-      weighted, once = weighted + trips * w, once + o
+      weighted, once = weighted + shards * trips * w, once + shards * o
   return weighted, once

@@ -107,12 +107,15 @@ class Trainer:
 
   def train_step(self) -> Callable:
     """The jitted ``(state, global_batch) -> (state, metrics)``; the state is donated."""
-    constraint = lambda b: jax.lax.with_sharding_constraint(b, self.batch_sharding)
+    # By logical name, not self.batch_sharding: the step may run it in a shard of the data axis.
+    constraint = lambda b: jax.tree.map(
+        lambda x: sharding.constrain(x, ("batch",) + (None,) * (x.ndim - 1)), b)
     return jax.jit(
         step_lib.make_train_step(self.task.objective, self.task.normalizers, self.tx,
                                  self.plan.num_micro_batches, micro_batch_constraint=constraint,
                                  # Tasks with non-trainable state (BatchNorm) define it.
-                                 update_model_state=getattr(self.task, "update_model_state", None)),
+                                 update_model_state=getattr(self.task, "update_model_state", None),
+                                 data_axis="data"),
         in_shardings=(self.state_shardings, self.batch_sharding),
         out_shardings=(self.state_shardings, None), donate_argnums=(0,))
 

@@ -49,3 +49,37 @@ ENTRY %main (a: f32[10,64], i: s32[], b: f32[10,64]) -> f32[10,64] {
   stats = program_stats.analyse(text)
   # reads one row of %a (256 B) and the index (4 B), writes one row of %b in place (256 B)
   assert stats.bytes == 256 + 4 + 256
+
+
+def test_async_copies_and_slices_count_what_they_move_once():
+  """XLA:TPU's async slice of a (16, 128) bf16 array into VMEM (memory space S(1)) and an async
+  copy, as the optimized HLO of a train step's loop holds them."""
+  text = """
+HloModule m
+ENTRY %main (a: bf16[16,128], b: bf16[8,128]) -> (bf16[4,128], bf16[8,128]) {
+  %a = bf16[16,128]{1,0} parameter(0)
+  %b = bf16[8,128]{1,0} parameter(1)
+  %ss = ((bf16[16,128]{1,0}), bf16[4,128]{1,0:S(1)}, s32[]) slice-start(%a), slice={[0:4], [0:128]}
+  %sd = bf16[4,128]{1,0:S(1)} slice-done(%ss)
+  %cs = (bf16[8,128]{1,0}, bf16[8,128]{1,0:S(1)}, u32[]) copy-start(%b)
+  %cd = bf16[8,128]{1,0:S(1)} copy-done(%cs)
+  ROOT %t = (bf16[4,128]{1,0:S(1)}, bf16[8,128]{1,0:S(1)}) tuple(%sd, %cd)
+}
+"""
+  slice_bytes, copied_bytes = 4 * 128 * 2, 8 * 128 * 2
+  assert program_stats.analyse(text).bytes == 2 * slice_bytes + 2 * copied_bytes
+
+
+def test_matmul_flops_of_a_shard_map_body_count_every_shard():
+  """The train step accumulates per data shard: its body has per-shard shapes."""
+  mesh = jax.make_mesh((4,), ("data",), devices=jax.devices()[:4],
+                       axis_types=(jax.sharding.AxisType.Auto,))
+  P = jax.sharding.PartitionSpec
+  per_shard = lambda a, b: jax.lax.psum(
+      jax.lax.scan(lambda c, _: (c + a @ b, None), jnp.zeros((2, 16)), None, length=3)[0], "data")
+  with jax.set_mesh(mesh):
+    f = jax.shard_map(per_shard, in_specs=(P("data"), P()), out_specs=P(), axis_names={"data"},
+                      check_vma=False)
+    jaxpr = jax.make_jaxpr(f)(jnp.ones((8, 16)), jnp.ones((16, 16)))
+  one_product = 2.0 * 8 * 16 * 16  # the global (8, 16) @ (16, 16)
+  assert program_stats.jaxpr_dot_flops(jaxpr) == (3 * one_product, one_product)

@@ -7,6 +7,9 @@ import optax
 import pytest
 
 import lamb_optax
+from lamb_optax import sharding
+from lamb_optax.models import dropout
+from lamb_optax.train import program_stats
 from lamb_optax.train import step as step_lib
 
 P = jax.sharding.PartitionSpec
@@ -100,3 +103,53 @@ def test_nonfinite_step_is_skipped_and_counted():
   jax.tree.map(np.testing.assert_array_equal, new_state.opt_state, state.opt_state)
   new_state, metrics = train_step(new_state, batches[0])
   assert int(metrics["update_skipped"]) == 0 and int(new_state.nonfinite_in_a_row) == 0
+
+
+def dropout_objective(params, batch, rng, normalizers):
+  """:func:`objective` with the models' position-keyed dropout on its hidden rows."""
+  hidden = sharding.constrain(batch["x"] @ params["dense"]["kernel"], ("batch", None))
+  pred = jnp.tanh(dropout.dropout(hidden, 0.3, rng) + params["dense"]["bias"])
+  per_example = batch["w"] * jnp.sum((pred - batch["y"]) ** 2, axis=-1)
+  return jnp.sum(per_example) / normalizers["weight"], {"weight": jnp.sum(batch["w"])}
+
+
+def run_on_mesh(params, batches, num_micro_batches, num_devices, data_axis):
+  """The trainer's way: the mesh set with jax.set_mesh, micro-batches constrained by name."""
+  tx = lamb_optax.lamb(0.05)
+  mesh = sharding.make_mesh({"data": num_devices}, devices=jax.devices()[:num_devices])
+  constraint = lambda b: jax.tree.map(lambda x: sharding.constrain(x, ("batch", None)[:x.ndim]), b)
+  with jax.set_mesh(mesh):
+    train_step = jax.jit(step_lib.make_train_step(
+        dropout_objective, normalizers, tx, num_micro_batches, micro_batch_constraint=constraint,
+        data_axis=data_axis))
+    state = jax.device_put(step_lib.create_train_state(params, tx, seed=0),
+                           sharding.replicated(mesh))
+    losses = []
+    for batch in batches:
+      batch = jax.device_put(batch, sharding.batch_sharding(mesh, rank=1))
+      stats = program_stats.analyse(train_step.lower(state, batch).compile().as_text())
+      state, metrics = train_step(state, batch)
+      losses.append(float(metrics["loss"]))
+      assert float(metrics["weight"]) == float(jnp.sum(batch["w"]))
+  return losses, state, stats
+
+
+@pytest.mark.parametrize("num_devices, data_axis", [(8, "data"), (4, "data"), (8, None)])
+def test_each_shard_accumulating_its_own_gradients_matches_one_device(num_devices, data_axis):
+  """With dropout on: the shard's rows draw the masks they draw on one device."""
+  params, batches = make_problem()
+  expected_losses, expected_state, _ = run_on_mesh(params, batches, 4, 1, "data")
+  losses, state, _ = run_on_mesh(params, batches, 4, num_devices, data_axis)
+  np.testing.assert_allclose(losses, expected_losses, rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               state.params, expected_state.params)
+
+
+def test_gradients_are_summed_across_devices_once_per_step_not_per_micro_batch():
+  params, batches = make_problem()
+  reduced = {m: run_on_mesh(params, batches[:1], m, 8, "data")[2].collectives["all-reduce"]
+             for m in (2, 4)}
+  assert reduced[2] == reduced[4]  # the same all-reduces, however many micro-batches
+  in_loop = {m: run_on_mesh(params, batches[:1], m, 8, None)[2].collectives["all-reduce"]
+             for m in (2, 4)}
+  assert in_loop[4]["count"] > in_loop[2]["count"] > reduced[2]["count"]  # XLA's own placement

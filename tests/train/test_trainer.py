@@ -75,6 +75,20 @@ def test_two_processes_match_one(reference, tmp_path, data_dir):
                              [expected[s] for s in sorted(expected)], rtol=2e-5)
 
 
+def test_two_processes_summing_their_own_gradients_match_one_device(tmp_path, data_dir):
+  """2 processes x 2 devices x 2 micro-batches == 1 device x 2 micro-batches, dropout on: with
+  several micro-batches each device accumulates its own gradients and they are summed once per
+  step (lamb_optax.train.step), and its rows draw the dropout masks they draw on one device."""
+  one, multihost = str(tmp_path / "one"), str(tmp_path / "multihost")
+  trainer_runs.run(one, {"micro_batch_size": 8}, data_dir, devices=1)
+  trainer_runs.run_multiprocess(multihost, {"micro_batch_size": 2}, data_dir, processes=2,
+                                devices_per_process=2)
+  expected, got = trainer_runs.losses(one), trainer_runs.losses(multihost)
+  assert sorted(got) == sorted(expected) == list(range(1, 9))
+  np.testing.assert_allclose([got[s] for s in sorted(expected)],
+                             [expected[s] for s in sorted(expected)], rtol=2e-5)
+
+
 def test_sigkill_and_restart_continue_bit_identically(reference, tmp_path, data_dir):
   workdir = str(tmp_path / "killed")
   process = subprocess.Popen(
