@@ -62,6 +62,8 @@ _NO_TRAFFIC = {"parameter", "constant", "tuple", "get-tuple-element", "bitcast",
                "conditional", "call", "after-all", "partition-id", "replica-id", "iota",
                "opt-barrier", "copy-done", "slice-done", "all-reduce-done", "all-gather-done",
                "collective-permute-done", "async-done", "async-update", "get-dimension-size"}
+# Instructions whose operand 0 is read only where the result comes from.
+_SLICES = ("slice", "dynamic-slice")
 
 
 @dataclasses.dataclass
@@ -96,8 +98,11 @@ class HloStats:
 
 def shape_bytes(shape: str) -> float:
   """Bytes of every array in a type text: ``(f32[8,16]{1,0}, bf16[4])`` -> 520."""
-  return sum(_DTYPE_BYTES.get(dt, 4) * math.prod(int(d) for d in dims.split(",") if d)
-             for dt, dims in _ARRAY.findall(shape))
+  return sum(_array_bytes(*array) for array in _ARRAY.findall(shape))
+
+
+def _array_bytes(dtype: str, dims: str) -> float:
+  return _DTYPE_BYTES.get(dtype, 4) * math.prod(int(d) for d in dims.split(",") if d)
 
 
 def parse(text: str) -> tuple[dict[str, list[_Instruction]], Optional[str]]:
@@ -214,8 +219,7 @@ def _collective_bytes(inst: _Instruction) -> float:
   if inst.opcode.endswith("-start") and inst.shape.startswith("("):
     arrays = _ARRAY.findall(inst.shape)
     if arrays:
-      dt, dims = arrays[-1]
-      return _DTYPE_BYTES.get(dt, 4) * math.prod(int(d) for d in dims.split(",") if d)
+      return _array_bytes(*arrays[-1])
   return shape_bytes(inst.shape)
 
 
@@ -230,8 +234,7 @@ def _traffic(inst: _Instruction, shapes: dict[str, str],
   if inst.opcode in ("copy-start", "slice-start") and inst.shape.startswith("("):
     # An async copy's tuple is (operand, result, context): it reads the operand, or for a slice
     # only the slice, and writes the result once (its -done moves nothing more).
-    dt, dims = _ARRAY.findall(inst.shape)[1]
-    result = _DTYPE_BYTES.get(dt, 4) * math.prod(int(d) for d in dims.split(",") if d)
+    result = _array_bytes(*_ARRAY.findall(inst.shape)[1])
     source = shape_bytes(shapes.get(inst.operands[0], "")) if inst.opcode == "copy-start" else result
     return source + result
   body = computations.get(inst.called or "") if inst.opcode == "fusion" else None
@@ -240,7 +243,7 @@ def _traffic(inst: _Instruction, shapes: dict[str, str],
     full = shape_bytes(shapes.get(operand, ""))
     if body is not None:
       read += min(full, _param_read(body, k, computations, full))
-    elif k == 0 and inst.opcode in ("dynamic-slice", "slice"):
+    elif k == 0 and inst.opcode in _SLICES:
       read += shape_bytes(inst.shape)
     elif not (k == 0 and inst.opcode == "dynamic-update-slice"):
       read += full
@@ -295,7 +298,7 @@ def _read_of(name: str, body: list[_Instruction], computations, full: float) -> 
     for k, operand in enumerate(user.operands):
       if operand != name:
         continue
-      if user.opcode in ("dynamic-slice", "slice") and k == 0:
+      if user.opcode in _SLICES and k == 0:
         read += shape_bytes(user.shape)
       elif user.opcode == "dynamic-update-slice" and k == 0:
         pass

@@ -12,8 +12,6 @@ from lamb_optax.models import dropout
 from lamb_optax.train import program_stats
 from lamb_optax.train import step as step_lib
 
-P = jax.sharding.PartitionSpec
-
 
 def objective(params, batch, rng, normalizers):
   """Weighted squared error: a sum over examples divided by the global weight (see step.py)."""
@@ -38,23 +36,27 @@ def make_problem(batch_size=32):
   return params, batches
 
 
-def run(params, batches, num_micro_batches, num_devices):
+def run(params, batches, num_micro_batches, num_devices, *, objective=objective, data_axis=None):
+  """Steps as the trainer takes them (the mesh set with jax.set_mesh, micro-batches constrained
+  by logical name); returns the losses, the final state and the step's HLO statistics."""
   tx = lamb_optax.lamb(0.05)
-  mesh = jax.make_mesh((num_devices,), ("data",), devices=jax.devices()[:num_devices],
-                       axis_types=(jax.sharding.AxisType.Auto,))
-  data = jax.sharding.NamedSharding(mesh, P("data"))
-  constraint = lambda b: jax.lax.with_sharding_constraint(b, data)
-  train_step = jax.jit(step_lib.make_train_step(objective, normalizers, tx, num_micro_batches,
-                                                micro_batch_constraint=constraint))
-  state = step_lib.create_train_state(params, tx, seed=0)
-  state = jax.device_put(state, jax.sharding.NamedSharding(mesh, P()))
-  losses = []
-  for batch in batches:
-    state, metrics = train_step(state, jax.device_put(batch, data))
-    losses.append(float(metrics["loss"]))
-    assert float(metrics["weight"]) == float(jnp.sum(batch["w"]))
-    assert float(metrics["examples"]) == batch["w"].shape[0]
-  return losses, state
+  mesh = sharding.make_mesh({"data": num_devices}, devices=jax.devices()[:num_devices])
+  constraint = lambda b: jax.tree.map(lambda x: sharding.constrain(x, ("batch", None)[:x.ndim]), b)
+  with jax.set_mesh(mesh):
+    train_step = jax.jit(step_lib.make_train_step(
+        objective, normalizers, tx, num_micro_batches, micro_batch_constraint=constraint,
+        data_axis=data_axis))
+    state = jax.device_put(step_lib.create_train_state(params, tx, seed=0),
+                           sharding.replicated(mesh))
+    batches = [jax.device_put(b, sharding.batch_sharding(mesh, rank=1)) for b in batches]
+    stats = program_stats.analyse(train_step.lower(state, batches[0]).compile().as_text())
+    losses = []
+    for batch in batches:
+      state, metrics = train_step(state, batch)
+      losses.append(float(metrics["loss"]))
+      assert float(metrics["weight"]) == float(jnp.sum(batch["w"]))
+      assert float(metrics["examples"]) == batch["w"].shape[0]
+  return losses, state, stats
 
 
 def full_batch_reference(params, batches):
@@ -75,7 +77,7 @@ def full_batch_reference(params, batches):
 def test_accumulation_and_data_parallelism_match_one_full_batch_step(num_micro_batches, num_devices):
   params, batches = make_problem()
   expected_losses, expected_params = full_batch_reference(params, batches)
-  losses, state = run(params, batches, num_micro_batches, num_devices)
+  losses, state, _ = run(params, batches, num_micro_batches, num_devices)
   np.testing.assert_allclose(losses, expected_losses, rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                state.params, expected_params)
@@ -110,36 +112,18 @@ def dropout_objective(params, batch, rng, normalizers):
   hidden = sharding.constrain(batch["x"] @ params["dense"]["kernel"], ("batch", None))
   pred = jnp.tanh(dropout.dropout(hidden, 0.3, rng) + params["dense"]["bias"])
   per_example = batch["w"] * jnp.sum((pred - batch["y"]) ** 2, axis=-1)
-  return jnp.sum(per_example) / normalizers["weight"], {"weight": jnp.sum(batch["w"])}
-
-
-def run_on_mesh(params, batches, num_micro_batches, num_devices, data_axis):
-  """The trainer's way: the mesh set with jax.set_mesh, micro-batches constrained by name."""
-  tx = lamb_optax.lamb(0.05)
-  mesh = sharding.make_mesh({"data": num_devices}, devices=jax.devices()[:num_devices])
-  constraint = lambda b: jax.tree.map(lambda x: sharding.constrain(x, ("batch", None)[:x.ndim]), b)
-  with jax.set_mesh(mesh):
-    train_step = jax.jit(step_lib.make_train_step(
-        dropout_objective, normalizers, tx, num_micro_batches, micro_batch_constraint=constraint,
-        data_axis=data_axis))
-    state = jax.device_put(step_lib.create_train_state(params, tx, seed=0),
-                           sharding.replicated(mesh))
-    losses = []
-    for batch in batches:
-      batch = jax.device_put(batch, sharding.batch_sharding(mesh, rank=1))
-      stats = program_stats.analyse(train_step.lower(state, batch).compile().as_text())
-      state, metrics = train_step(state, batch)
-      losses.append(float(metrics["loss"]))
-      assert float(metrics["weight"]) == float(jnp.sum(batch["w"]))
-  return losses, state, stats
+  return jnp.sum(per_example) / normalizers["weight"], {
+      "weight": jnp.sum(batch["w"]), "examples": jnp.asarray(batch["w"].shape[0], jnp.float32)}
 
 
 @pytest.mark.parametrize("num_devices, data_axis", [(8, "data"), (4, "data"), (8, None)])
 def test_each_shard_accumulating_its_own_gradients_matches_one_device(num_devices, data_axis):
   """With dropout on: the shard's rows draw the masks they draw on one device."""
   params, batches = make_problem()
-  expected_losses, expected_state, _ = run_on_mesh(params, batches, 4, 1, "data")
-  losses, state, _ = run_on_mesh(params, batches, 4, num_devices, data_axis)
+  expected_losses, expected_state, _ = run(params, batches, 4, 1, objective=dropout_objective,
+                                          data_axis="data")
+  losses, state, _ = run(params, batches, 4, num_devices, objective=dropout_objective,
+                         data_axis=data_axis)
   np.testing.assert_allclose(losses, expected_losses, rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                state.params, expected_state.params)
@@ -147,9 +131,8 @@ def test_each_shard_accumulating_its_own_gradients_matches_one_device(num_device
 
 def test_gradients_are_summed_across_devices_once_per_step_not_per_micro_batch():
   params, batches = make_problem()
-  reduced = {m: run_on_mesh(params, batches[:1], m, 8, "data")[2].collectives["all-reduce"]
+  reduced = {m: run(params, batches[:1], m, 8, data_axis="data")[2].collectives["all-reduce"]
              for m in (2, 4)}
   assert reduced[2] == reduced[4]  # the same all-reduces, however many micro-batches
-  in_loop = {m: run_on_mesh(params, batches[:1], m, 8, None)[2].collectives["all-reduce"]
-             for m in (2, 4)}
+  in_loop = {m: run(params, batches[:1], m, 8)[2].collectives["all-reduce"] for m in (2, 4)}
   assert in_loop[4]["count"] > in_loop[2]["count"] > reduced[2]["count"]  # XLA's own placement
