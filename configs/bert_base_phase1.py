@@ -14,7 +14,7 @@ Run (then configs/bert_base_phase2.py):
       --workdir=gs://BUCKET/bert_base_phase1
 """
 
-from lamb_optax.train.config import paper_lamb_phase
+from lamb_optax.train.presets import paper_lamb_phase
 
 GLOBAL_BATCH, STEPS, SEQ, PREDICTIONS = 32768, 14063, 128, 20
 

@@ -12,7 +12,7 @@ Run (after phase 1):
       --workdir=gs://BUCKET/bert_base_phase2
 """
 
-from lamb_optax.train.config import paper_lamb_phase
+from lamb_optax.train.presets import paper_lamb_phase
 
 GLOBAL_BATCH, STEPS, SEQ, PREDICTIONS = 32768, 1562, 512, 80
 

@@ -24,7 +24,7 @@ Run (then configs/bert_large_phase2.py):
       --workdir=gs://BUCKET/bert_large_phase1
 """
 
-from lamb_optax.train.config import paper_lamb_phase
+from lamb_optax.train.presets import paper_lamb_phase
 
 GLOBAL_BATCH, STEPS, SEQ, PREDICTIONS = 65536, 7038, 128, 20
 

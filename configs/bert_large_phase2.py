@@ -21,7 +21,7 @@ Run (after phase 1):
       --workdir=gs://BUCKET/bert_large_phase2
 """
 
-from lamb_optax.train.config import paper_lamb_phase
+from lamb_optax.train.presets import paper_lamb_phase
 
 GLOBAL_BATCH, STEPS, SEQ, PREDICTIONS = 32768, 1561, 512, 80
 

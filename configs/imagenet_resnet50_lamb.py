@@ -32,7 +32,7 @@ docs/image_classification.md):
       --workdir=gs://BUCKET/rn50_lamb_32k --config.image.data_dir=gs://BUCKET/tfds
 """
 
-from lamb_optax.train.config import imagenet_config
+from lamb_optax.train.presets import imagenet_config
 
 # Global batch -> (lr, warmup steps, train steps, published top-1, source). 3,519 steps and 782
 # warmup steps are 90 and 20 epochs at 32k (config.epochs_to_steps); 1,760 steps are ~88 epochs.

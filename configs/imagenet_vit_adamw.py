@@ -27,7 +27,7 @@ Run (the argument is s16 or b16; needs a prepared imagenet2012):
       --workdir=gs://BUCKET/vit_s16_adamw --config.image.data_dir=gs://BUCKET/tfds
 """
 
-from lamb_optax.train.config import epochs_to_steps, imagenet_config
+from lamb_optax.train.presets import epochs_to_steps, imagenet_config
 
 # Variant -> (preset, global batch, epochs, published top-1 or None).
 RUNS = {"s16": ("small", 1024, 90, 76.5), "b16": ("base", 4096, 300, None)}

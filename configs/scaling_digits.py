@@ -61,7 +61,7 @@ def get_config():
           resnet=dict(image=dict(model="resnet", preset="tiny", batch_norm_group_size=16)),
           vit=dict(image=dict(model="vit", preset="tiny", patch_size=2)),
       ),
-      optimizers=("lars", "lamb", "adamw", "sgd"),  # lamb_optax.train.recipes.OPTIMIZERS
+      optimizers=("lars", "lamb", "adamw", "sgd"),  # lamb_optax.recipes.OPTIMIZERS
       optimizer_overrides=dict(
           lamb=bounded, lars=bounded,
           sgd=dict(optimizer=dict(kwargs=dict(weight_decay=5e-4))),  # L2, as for CIFAR ResNets

@@ -50,7 +50,7 @@ def get_config():
   base.mesh.data = 1  # one data-parallel device: micro-batches (grad accumulation) above the cap
   config.base = base
   config.study = ml_collections.ConfigDict(dict(
-      optimizers=("lamb", "adamw", "lars"),  # names from lamb_optax.train.recipes.OPTIMIZERS
+      optimizers=("lamb", "adamw", "lars"),  # names from lamb_optax.recipes.OPTIMIZERS
       batch_sizes=(16, 32, 64, 128, 256, 512, 1024),
       seeds=(0, 1),
       examples_budget=32768,  # training sequences per cell: num_train_steps = budget // batch

@@ -72,44 +72,65 @@ _rules_var: contextvars.ContextVar[Rules] = contextvars.ContextVar(
 )
 
 
+def mesh_shape(axis_sizes: Mapping[str, int], num_devices: int) -> dict[str, int]:
+  """The sizes of the mesh ``axis_sizes`` makes on ``num_devices`` devices (``config.mesh``).
+
+  One size may be ``-1``: it takes all the devices the others leave. Axes not named get size 1,
+  so every mesh has all three axes and the rules always resolve. This is the one place that
+  does the arithmetic: :func:`make_mesh` builds from it, and the checks that run before any
+  device exists (a TPU slice compiled from a laptop, the pod launcher) call it directly.
+
+  >>> mesh_shape({"data": -1, "fsdp": 1, "tensor": 2}, 64)
+  {'data': 32, 'fsdp': 1, 'tensor': 2}
+  """
+  unknown = set(axis_sizes) - set(MESH_AXES)
+  if unknown:
+    raise ValueError(f"Unknown mesh axes {sorted(unknown)} in config.mesh; use some of "
+                     f"{MESH_AXES}.")
+  sizes = {name: int(axis_sizes.get(name, 1)) for name in MESH_AXES}
+  if list(sizes.values()).count(-1) > 1:
+    raise ValueError(f"config.mesh {sizes}: at most one axis may be -1 (the rest of the devices).")
+  if any(s == 0 or s < -1 for s in sizes.values()):
+    raise ValueError(f"config.mesh {sizes}: axis sizes must be positive (or one -1).")
+  known = math.prod(s for s in sizes.values() if s != -1)
+  if -1 in sizes.values():
+    if num_devices % known:
+      raise ValueError(
+          f"config.mesh {sizes} needs a multiple of {known} devices to fill its -1 axis, but there "
+          f"are {num_devices}. Change --config.mesh.* or the number of devices.")
+    sizes = {k: num_devices // known if s == -1 else s for k, s in sizes.items()}
+  elif known != num_devices:
+    raise ValueError(f"config.mesh {sizes} uses {known} devices, but there are {num_devices}; "
+                     "make the sizes multiply to that, or set one of them to -1.")
+  return sizes
+
+
+def data_parallel_size(axis_sizes: Mapping[str, int], num_devices: int) -> int:
+  """Devices that split the batch (``data × fsdp``) in the mesh of :func:`mesh_shape`.
+
+  >>> data_parallel_size({"data": -1, "fsdp": 1, "tensor": 4}, 512)
+  128
+  """
+  sizes = mesh_shape(axis_sizes, num_devices)
+  return sizes["data"] * sizes["fsdp"]
+
+
 def make_mesh(
     axis_sizes: Mapping[str, int], devices: Sequence[jax.Device] | None = None
 ) -> Mesh:
-  """Builds a mesh with axes ``data``, ``fsdp``, ``tensor`` (in that order) from their sizes.
-
-  One size may be ``-1``: it takes all the devices the others leave. Axes not named get size 1,
-  so every mesh has all three axes and the rules always resolve.
+  """Builds a mesh with axes ``data``, ``fsdp``, ``tensor`` (in that order) from their sizes,
+  as :func:`mesh_shape` computes them for ``devices`` (default: all of ``jax.devices()``).
 
   >>> mesh = make_mesh({"data": -1, "tensor": 2})
   >>> dict(mesh.shape)
   {'data': 4, 'fsdp': 1, 'tensor': 2}
   """
-  unknown = set(axis_sizes) - set(MESH_AXES)
-  if unknown:
-    raise ValueError(f"Unknown mesh axes {sorted(unknown)}; use some of {MESH_AXES}.")
   devices = list(jax.devices() if devices is None else devices)
-  sizes = [int(axis_sizes.get(name, 1)) for name in MESH_AXES]
-  if sizes.count(-1) > 1:
-    raise ValueError(f"At most one mesh axis may be -1 (fill); got {dict(axis_sizes)}.")
-  if any(s == 0 or s < -1 for s in sizes):
-    raise ValueError(f"Mesh axis sizes must be positive (or one -1); got {dict(axis_sizes)}.")
-  if -1 in sizes:
-    known = math.prod(s for s in sizes if s != -1)
-    if len(devices) % known:
-      raise ValueError(
-          f"Cannot fill the -1 mesh axis: {len(devices)} devices are not divisible by the "
-          f"other axes' product {known} ({dict(axis_sizes)})."
-      )
-    sizes[sizes.index(-1)] = len(devices) // known
-  if math.prod(sizes) != len(devices):
-    raise ValueError(
-        f"Mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, but "
-        f"{len(devices)} are given. Make the sizes multiply to {len(devices)}, or set one to -1."
-    )
+  sizes = mesh_shape(axis_sizes, len(devices))
   # Auto axes: shardings propagate through the program from the constraints we set (GSPMD).
   return jax.make_mesh(
-      sizes, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES),
-      devices=devices,
+      tuple(sizes[name] for name in MESH_AXES), MESH_AXES,
+      axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES), devices=devices,
   )
 
 

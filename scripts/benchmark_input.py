@@ -30,7 +30,7 @@ from flax import nnx
 import lamb_optax
 from lamb_optax import data
 from lamb_optax.models import bert
-from lamb_optax.train.benchmarking import (PlainSteps, machine, refuse_existing, timed,
+from lamb_optax.bench.benchmarking import (PlainSteps, machine, refuse_existing, timed,
                                            write_json)
 
 

@@ -23,7 +23,7 @@ package, in its own environment if need be::
   PYTHONPATH=. /tmp/venv-hfflax/bin/python scripts/benchmark_model.py
 
 The Hugging Face peer, timing and interleaving are shared with ``benchmark_train_step.py`` (the
-trainer's full step) in ``lamb_optax/train/benchmarking.py``. Without transformers (or with ``--no-hf``) only
+trainer's full step) in ``lamb_optax/bench/benchmarking.py``. Without transformers (or with ``--no-hf``) only
 our model is measured. ``--quick`` runs the tiny preset with few steps (a smoke test, seconds);
 BERT-base on a 2-core CPU needs several minutes.
 """
@@ -39,7 +39,7 @@ from flax import nnx
 
 import lamb_optax
 from lamb_optax.models import bert
-from lamb_optax.train.benchmarking import (PlainSteps, Runner, add_common_args, hf_available,
+from lamb_optax.bench.benchmarking import (PlainSteps, Runner, add_common_args, hf_available,
                                            hf_loss_fn, hf_model, machine, make_batch, make_steps,
                                            refuse_existing, speed_line, throughput, timed,
                                            write_json)

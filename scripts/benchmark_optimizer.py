@@ -88,8 +88,8 @@ def make_step(tx: optax.GradientTransformation):
 
 def compile_report(accelerator: str) -> None:
   """XLA:TPU's bytes accessed and fusions of one update per optimizer (see the docstring)."""
-  from lamb_optax.train import compile_for  # pylint: disable=g-import-not-at-top
-  from lamb_optax.train import program_stats  # pylint: disable=g-import-not-at-top
+  from lamb_optax.tpu import compile_for  # pylint: disable=g-import-not-at-top
+  from lamb_optax.tpu import program_stats  # pylint: disable=g-import-not-at-top
   slice_, topo = compile_for.resolve_slice(accelerator)
   device = compile_for.topology_devices(slice_, topo)[0]
   shapes = stack_layers(bert_base_shapes(layers=24, hidden=1024, mlp=4096))

@@ -52,10 +52,11 @@ import optax
 from lamb_optax import sharding
 from lamb_optax.models import bert
 from lamb_optax.train import config as config_lib
+from lamb_optax.train import plan as plan_lib
 from lamb_optax.train import metrics as metrics_lib
-from lamb_optax.train import profiling
+from lamb_optax.bench import profiling
 from lamb_optax.train import trainer as trainer_lib
-from lamb_optax.train.benchmarking import (BestOfRunner, PlainSteps, Runner, add_common_args,
+from lamb_optax.bench.benchmarking import (BestOfRunner, PlainSteps, Runner, add_common_args,
                                            hf_available, hf_decay_mask, hf_loss_fn, hf_model,
                                            machine, make_batch, matmul, refuse_existing,
                                            speed_line, step_rates, write_json)
@@ -76,8 +77,6 @@ def trainer_config(args: argparse.Namespace, data_parallel: int,
   config.data.max_seq_length = args.max_seq_length
   config.global_batch_size = args.batch_size
   config.micro_batch_size = max(1, args.batch_size // (args.micro_batches * data_parallel))
-  config = config_lib.lock(config)
-  config_lib.check_schedule(config)
   return config
 
 
@@ -100,7 +99,7 @@ class TrainerStep:
     return metrics["loss"]
 
   def profile(self, trace_dir: str, steps: int = 2) -> list[profiling.Cost]:
-    """Traces ``steps`` steps and attributes their kernel time (``lamb_optax.train.profiling``)."""
+    """Traces ``steps`` steps and attributes their kernel time (``lamb_optax.bench.profiling``)."""
     with jax.set_mesh(self.trainer.mesh):
       hlo = self._step.lower(self.state, self.batch).compile().as_text()
     with open(os.path.join(trace_dir, "train_step.hlo.txt"), "x") as f:
@@ -173,7 +172,7 @@ def main() -> None:
   mesh = sharding.make_mesh({"data": -1})
   data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
   config = trainer_config(args, data_parallel)
-  plan = config_lib.plan_batches(config, data_parallel, jax.process_count())
+  plan = plan_lib.check(config, mesh.devices.size, jax.process_count())
   if plan.num_micro_batches != args.micro_batches:
     raise SystemExit(f"--batch {args.batch_size} does not split into {args.micro_batches} "
                      f"micro-batches on {data_parallel} device(s): use a multiple of "

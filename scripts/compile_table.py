@@ -9,7 +9,7 @@ import argparse
 import json
 import os
 
-from lamb_optax.train import compile_for
+from lamb_optax.tpu import compile_for
 
 
 def main() -> None:

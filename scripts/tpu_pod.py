@@ -6,7 +6,7 @@ prints them, one per line, shell-quoted. Input that cannot work (no project/zone
 slice cannot divide, a local workdir on a multi-host slice, ...) is refused with a message that
 names the fix *before* any gcloud call. The config is loaded and checked by the trainer's own
 code (``lamb_optax.train.config``: its flag parsing, ``lock``, ``check_schedule``,
-``plan_batches``) and the slice read from ``lamb_optax.train.accelerators``, so the package must
+``plan_batches``) and the slice read from ``lamb_optax.accelerators``, so the package must
 be importable (``pip install -e .`` in the repository). docs/tpu.md walks through a whole run.
 
   python scripts/tpu_pod.py create bert --accelerator-type=v4-128 --zone=us-central2-b \
@@ -37,10 +37,11 @@ import sys
 from typing import Optional, Sequence
 
 from lamb_optax.train import config as config_lib
-from lamb_optax.train.accelerators import DEFAULT_RUNTIME
-from lamb_optax.train.accelerators import AcceleratorError
-from lamb_optax.train.accelerators import Slice
-from lamb_optax.train.accelerators import parse_accelerator
+from lamb_optax.train import plan as plan_lib
+from lamb_optax.accelerators import DEFAULT_RUNTIME
+from lamb_optax.accelerators import AcceleratorError
+from lamb_optax.accelerators import Slice
+from lamb_optax.accelerators import parse_accelerator
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_REPO_URL = "https://github.com/lamb-optax/lamb_optax"  # placeholder org, see docs/tpu.md
@@ -103,14 +104,11 @@ def check_override_syntax(override: str) -> None:
                      "--config.KEY=VALUE (with '=', e.g. --config.global_batch_size=8192).")
 
 
-def check_config(config, slice_: Slice) -> config_lib.BatchPlan:
-  """The trainer's own checks before it compiles anything, for ``slice_``: the schema (a
-  misspelt key), the schedule and optimizer, and the batch arithmetic on the slice's mesh."""
+def check_config(config, slice_: Slice) -> plan_lib.BatchPlan:
+  """The trainer's own pre-compile check (:func:`lamb_optax.train.plan.check`) for ``slice_``:
+  the schema (a misspelt key), the schedule, and the batch arithmetic on the slice's mesh."""
   try:
-    config_lib.lock(config)
-    config_lib.check_schedule(config)
-    data_parallel = config_lib.data_parallel_size(dict(config.mesh), slice_.devices)
-    return config_lib.plan_batches(config, data_parallel, slice_.vms)
+    return plan_lib.check(config, slice_.devices, slice_.vms)
   except ValueError as e:
     raise UsageError(f"The trainer would refuse this config on {slice_.accelerator_type} "
                      f"({slice_.devices} devices, {slice_.vms} hosts): {e}") from None

@@ -10,8 +10,10 @@ import optax
 import pytest
 
 import lamb_optax
-from lamb_optax.train import recipes
+from lamb_optax import recipes
 from lamb_optax.train import config as train_config
+from lamb_optax.train import plan as plan_lib
+from lamb_optax.train import presets
 
 CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
 
@@ -144,7 +146,7 @@ def test_image_recipe_builds_and_steps(name, arg, vit):
   assert all(s in module.__doc__ for s in ("Hardware", "Published result", "python -m"))
   train_config.lock(config)
   train_config.check_schedule(config)
-  train_config.plan_batches(config, data_parallel_devices=8, process_count=1)
+  plan_lib.plan_batches(config, data_parallel_devices=8, process_count=1)
   assert (config.task, config.image.dataset, config.image.augment) == (
       "image_classification", "imagenet2012", "imagenet")
   assert config.image.model == ("vit" if vit else "resnet")
@@ -170,8 +172,8 @@ def test_lamb_author_runs_follow_run_sh():
   _, c64 = load("imagenet_resnet50_lamb", "65536")
   assert (c32.global_batch_size, c32.num_train_steps, c32.warmup_steps) == (32768, 3519, 782)
   assert (c64.global_batch_size, c64.num_train_steps, c64.warmup_steps) == (65536, 1760, 500)
-  assert train_config.epochs_to_steps(90, 32768) == 3519  # "90 epochs", "warmup for 20 epochs"
-  assert train_config.epochs_to_steps(20, 32768) == 782
+  assert presets.epochs_to_steps(90, 32768) == 3519  # "90 epochs", "warmup for 20 epochs"
+  assert presets.epochs_to_steps(20, 32768) == 782
   for c in (c32, c64):
     k = c.optimizer.kwargs
     assert (c.learning_rate, k.weight_decay, k.eps, k.b1, k.b2, k.bias_correction) == (

@@ -17,9 +17,9 @@ def test_make_mesh_fills_the_minus_one_axis_and_names_all_axes():
 
 
 @pytest.mark.parametrize("sizes, message", [
-    ({"data": 3}, "needs 3 devices, but 8"),
-    ({"data": -1, "fsdp": -1}, "At most one"),
-    ({"data": -1, "tensor": 3}, "not divisible"),
+    ({"data": 3}, "uses 3 devices, but there are 8"),
+    ({"data": -1, "fsdp": -1}, "at most one axis may be -1"),
+    ({"data": -1, "tensor": 3}, "needs a multiple of 3 devices"),
     ({"model": 2}, "Unknown mesh axes"),
     ({"data": 0}, "positive"),
 ])

@@ -5,7 +5,7 @@ Running the same command again resumes from the last checkpoint in ``--workdir``
 
 ``--compile_for=v4-1024 [--compile_report=R.json]`` compiles the train step for that Cloud TPU
 slice on this machine (no TPU, no data, no ``--workdir``) and says whether it fits
-(``lamb_optax/train/compile_for.py``); it exits 0 when it fits, 1 when not, 2 on bad input.
+(``lamb_optax/tpu/compile_for.py``); it exits 0 when it fits, 1 when not, 2 on bad input.
 
 Multi-host: on Cloud TPU, ``jax.distributed`` finds its peers by itself. Elsewhere pass
 ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I`` on every host.
@@ -41,7 +41,7 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   if _COMPILE_FOR.value:
-    from lamb_optax.train import compile_for  # pylint: disable=g-import-not-at-top
+    from lamb_optax.tpu import compile_for  # pylint: disable=g-import-not-at-top
     sys.exit(compile_for.main(_CONFIG.value, _COMPILE_FOR.value, _COMPILE_REPORT.value))
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required (except with --compile_for).")

@@ -18,7 +18,7 @@ from absl import flags
 from ml_collections import config_dict
 from ml_collections import config_flags
 
-from lamb_optax.train.recipes import LR_SCHEDULES, OPTIMIZERS
+from lamb_optax.recipes import LR_SCHEDULES, OPTIMIZERS
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -138,79 +138,6 @@ def _finetune_defaults() -> ml_collections.ConfigDict:
   ))
 
 
-def paper_lamb_phase(preset: str, *, global_batch_size: int, num_train_steps: int,
-                     max_seq_length: int, max_predictions_per_seq: int, micro_batch_size: int,
-                     init_from: str = "") -> ml_collections.ConfigDict:
-  """One phase of the paper's LAMB BERT pretraining, the base of ``configs/bert_*_phase*.py``.
-
-  LAMB with weight decay 0.01 and ε 1e-6, bfloat16 compute, the learning rate and warmup of the
-  paper's square-root rule for ``global_batch_size`` (:func:`lamb_optax.schedules.
-  paper_learning_rate` / ``paper_warmup_ratio``), linear decay; ``init_from`` for phase 2.
-
-  >>> config = paper_lamb_phase("base", global_batch_size=32768, num_train_steps=100,
-  ...                           max_seq_length=128, max_predictions_per_seq=20, micro_batch_size=128)
-  >>> config.learning_rate, config.warmup_steps
-  (0.005, 20)
-  """
-  from lamb_optax import schedules  # pylint: disable=g-import-not-at-top
-  config = default_config()
-  config.model.preset = preset
-  config.model.dtype = "bfloat16"
-  config.optimizer.name = "lamb"
-  config.optimizer.kwargs.weight_decay = 0.01
-  config.optimizer.kwargs.eps = 1e-6
-  config.global_batch_size = global_batch_size
-  config.micro_batch_size = micro_batch_size
-  config.num_train_steps = num_train_steps
-  config.learning_rate = schedules.paper_learning_rate(global_batch_size)
-  config.warmup_steps = round(schedules.paper_warmup_ratio(global_batch_size) * num_train_steps)
-  config.data.max_seq_length = max_seq_length
-  config.data.max_predictions_per_seq = max_predictions_per_seq
-  config.init_from = init_from
-  config.log_every_steps = 50
-  config.eval_every_steps = 1000 if max_seq_length <= 128 else 500
-  config.checkpoint_every_steps = 500 if max_seq_length <= 128 else 250
-  return config
-
-
-# ImageNet-1k's training images: TFDS imagenet2012's train split, and the `num_train_images`
-# default of the TPU ResNet code (fastalgo/imagenet_resnet50_lamb resnet_main.py).
-IMAGENET_TRAIN_IMAGES = 1_281_167
-
-
-def epochs_to_steps(epochs: float, global_batch_size: int,
-                    num_examples: int = IMAGENET_TRAIN_IMAGES) -> int:
-  """Optimizer steps that cover ``epochs`` passes over ``num_examples``, rounded up.
-
-  >>> epochs_to_steps(90, 32768), epochs_to_steps(20, 32768)  # the LAMB author's ImageNet run
-  (3519, 782)
-  """
-  return math.ceil(epochs * num_examples / global_batch_size - 1e-9)
-
-
-def imagenet_config(model: str, preset: str, *, global_batch_size: int, micro_batch_size: int,
-                    num_train_steps: int, warmup_steps: int) -> ml_collections.ConfigDict:
-  """The common part of ``configs/imagenet_*.py``: TFDS imagenet2012 at 224 pixels with the
-  Inception crop + flip (evaluation: resize 256, centre crop 224), bfloat16 compute, the whole
-  validation split (50,000 images) at each evaluation, about every 4 epochs."""
-  config = default_config()
-  config.task = "image_classification"
-  config.image.model = model
-  config.image.preset = preset
-  config.image.dataset = "imagenet2012"
-  config.image.augment = "imagenet"
-  config.image.dtype = "bfloat16"
-  config.global_batch_size = global_batch_size
-  config.micro_batch_size = micro_batch_size
-  config.num_train_steps = num_train_steps
-  config.warmup_steps = warmup_steps
-  config.log_every_steps = 50
-  config.eval_every_steps = max(1, min(num_train_steps, epochs_to_steps(4, global_batch_size)))
-  config.checkpoint_every_steps = config.eval_every_steps
-  config.eval_batches = 1000  # an upper bound: evaluation stops at the end of the split
-  return config
-
-
 def _model_overrides() -> ml_collections.ConfigDict:
   """Every BertConfig field as an unset typed placeholder: ``--config.model.overrides.
   hidden_dropout=0.0`` then works from the command line, and unset fields keep the preset's."""
@@ -240,86 +167,6 @@ def _flat_keys(config, prefix="", allow_open=()) -> set[str]:
     if isinstance(value, ml_collections.ConfigDict) and name not in allow_open:
       keys |= _flat_keys(value, name + ".", allow_open)
   return keys
-
-
-@dataclasses.dataclass(frozen=True)
-class BatchPlan:
-  """How a global batch maps onto processes, devices and micro-batches."""
-
-  global_batch_size: int
-  per_process_batch_size: int
-  data_parallel_devices: int
-  micro_batch_size: int  # per device
-  num_micro_batches: int
-  eval_batch_size: int  # global
-  per_process_eval_batch_size: int
-
-
-def plan_batches(config: ml_collections.ConfigDict, data_parallel_devices: int,
-                 process_count: int) -> BatchPlan:
-  """Validates the batch sizes against the mesh; raises a ValueError that says what to change."""
-  g, b, d = config.global_batch_size, config.micro_batch_size, data_parallel_devices
-  if g < 1 or b < 1:
-    raise ValueError(f"global_batch_size ({g}) and micro_batch_size ({b}) must be positive.")
-  if g % (d * b):
-    good = [m for m in range(1, b + 1) if g % (d * m) == 0]
-    hint = f"micro_batch_size={max(good)}" if good else f"a global batch that is a multiple of {d}"
-    raise ValueError(
-        f"global_batch_size {g} is not divisible by (data-parallel devices {d} × micro_batch_size "
-        f"{b} = {d * b}). Use {hint}, or a global batch that is a multiple of {d * b}.")
-  if g % process_count:
-    raise ValueError(f"global_batch_size {g} is not divisible by the {process_count} processes.")
-  e = config.eval_batch_size or d * b
-  if e < 1 or e % d or e % process_count:
-    raise ValueError(
-        f"eval_batch_size {e} must be a positive multiple of the data-parallel devices ({d}) and "
-        f"of the processes ({process_count}); e.g. eval_batch_size={d * b}, or 0 for that "
-        "default (micro_batch_size × data-parallel devices).")
-  return BatchPlan(g, g // process_count, d, b, g // (d * b), e, e // process_count)
-
-
-MESH_AXES = ("data", "fsdp", "tensor")  # config.mesh's keys, in lamb_optax.train.sharding's order
-
-
-def mesh_shape(axis_sizes: Mapping[str, int], num_devices: int) -> dict[str, int]:
-  """The mesh ``config.mesh`` makes on ``num_devices`` devices: one size may be -1, the rest.
-
-  The rule of ``lamb_optax.train.sharding.make_mesh``, without devices: axes not named are 1.
-
-  >>> mesh_shape({"data": -1, "fsdp": 1, "tensor": 2}, 64)
-  {'data': 32, 'fsdp': 1, 'tensor': 2}
-  """
-  unknown = set(axis_sizes) - set(MESH_AXES)
-  if unknown:
-    raise ValueError(f"Unknown mesh axes {sorted(unknown)} in config.mesh; use some of "
-                     f"{MESH_AXES}.")
-  sizes = {name: int(axis_sizes.get(name, 1)) for name in MESH_AXES}
-  if list(sizes.values()).count(-1) > 1:
-    raise ValueError(f"config.mesh {sizes}: at most one axis may be -1 (the rest of the devices).")
-  if any(s == 0 or s < -1 for s in sizes.values()):
-    raise ValueError(f"config.mesh {sizes}: axis sizes must be positive (or one -1).")
-  known = math.prod(s for s in sizes.values() if s != -1)
-  if -1 in sizes.values():
-    if num_devices % known:
-      raise ValueError(
-          f"config.mesh {sizes} needs a multiple of {known} devices to fill its -1 axis, but there "
-          f"are {num_devices}. Change --config.mesh.* or the number of devices.")
-    sizes = {k: num_devices // known if s == -1 else s for k, s in sizes.items()}
-  elif known != num_devices:
-    raise ValueError(f"config.mesh {sizes} uses {known} devices, but there are {num_devices}; "
-                     "make the sizes multiply to that, or set one of them to -1.")
-  return sizes
-
-
-def data_parallel_size(mesh_config: Mapping[str, int], num_devices: int) -> int:
-  """Data-parallel devices (``data × fsdp``) of ``config.mesh`` on ``num_devices`` devices: the
-  ``data_parallel_devices`` that :func:`plan_batches` takes.
-
-  >>> data_parallel_size({"data": -1, "fsdp": 1, "tensor": 4}, 512)
-  128
-  """
-  sizes = mesh_shape(mesh_config, num_devices)
-  return sizes["data"] * sizes["fsdp"]
 
 
 # Keys that count things and may be 0 (0 = none, or "look it up"), but never negative.

@@ -21,6 +21,8 @@ from typing import Any, Mapping, Optional
 import numpy as np
 from etils import epath
 
+from lamb_optax import accelerators
+
 
 def _to_python(value: Any) -> Any:
   value = np.asarray(value)
@@ -222,20 +224,12 @@ class Throughput:
     return self.examples_per_step * (step - last[0]) / (now - last[1])
 
 
-# Dense bf16 peak FLOP/s per chip, from the vendors' data sheets (for the MFU column).
-_PEAK_FLOPS = (
-    ("TPU v6", 918e12), ("TPU v5p", 459e12), ("TPU v5 lite", 197e12), ("TPU v5e", 197e12),
-    ("TPU v4", 275e12), ("TPU v3", 123e12), ("H200", 989e12), ("H100", 989e12),
-    ("A100", 312e12),
-)
-
-
 def peak_flops(device: Any) -> float:
-  """The device's peak FLOP/s if it is a known TPU/GPU, else 0 (no MFU is reported).
+  """The device's peak FLOP/s if it is a known TPU/GPU, else 0 (no MFU is reported), from the
+  one table of :func:`lamb_optax.accelerators.peak_flops`.
 
   >>> class Cpu: device_kind = "cpu"
   >>> peak_flops(Cpu())
   0.0
   """
-  kind = getattr(device, "device_kind", "")
-  return next((flops for name, flops in _PEAK_FLOPS if name.lower() in kind.lower()), 0.0)
+  return accelerators.peak_flops(getattr(device, "device_kind", ""))

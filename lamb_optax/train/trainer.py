@@ -23,7 +23,8 @@ from lamb_optax import sharding
 from lamb_optax import tasks
 from lamb_optax.train import checkpoint as checkpoint_lib
 from lamb_optax.train import config as config_lib
-from lamb_optax.train import recipes
+from lamb_optax.train import plan as plan_lib
+from lamb_optax import recipes
 from lamb_optax.train import step as step_lib
 from lamb_optax.train import workdir as workdir_lib
 
@@ -36,7 +37,7 @@ class Trainer:
 
   config: ml_collections.ConfigDict
   mesh: jax.sharding.Mesh
-  plan: config_lib.BatchPlan
+  plan: plan_lib.BatchPlan
   task: Any  # a lamb_optax.tasks.base.Task
   tx: optax.GradientTransformation
   learning_rate: optax.Schedule
@@ -134,8 +135,9 @@ class Trainer:
 
 def build(config: ml_collections.ConfigDict, workdir: Optional[str], *,
           devices: Optional[Sequence[Any]] = None,
-          process_count: Optional[int] = None) -> Trainer:
-  """Checks ``config`` and builds the run's parts.
+          process_count: Optional[int] = None,
+          plan: Optional[plan_lib.BatchPlan] = None) -> Trainer:
+  """Checks ``config`` (:func:`lamb_optax.train.plan.check`) and builds the run's parts.
 
   Args:
     config: a trainer config (``lamb_optax.train.config.default_config`` and changes); locked.
@@ -143,15 +145,16 @@ def build(config: ml_collections.ConfigDict, workdir: Optional[str], *,
       for compiling only.
     devices: the mesh's devices (default: all of ``jax.devices()``); e.g. a TPU topology's.
     process_count: processes sharing the batch (default: ``jax.process_count()``).
+    plan: the result of :func:`lamb_optax.train.plan.check` for these devices, when the caller
+      has already run it (``--compile_for`` does, to refuse a config before loading libtpu).
   """
-  config = config_lib.lock(config)
-  config_lib.check_schedule(config)
+  devices = list(jax.devices() if devices is None else devices)
+  process_count = jax.process_count() if process_count is None else process_count
+  if plan is None:
+    plan = plan_lib.check(config, len(devices), process_count)
   if workdir is not None:
     workdir_lib.check_writable(workdir)
   mesh = sharding.make_mesh(dict(config.mesh), devices=devices)
-  data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
-  process_count = jax.process_count() if process_count is None else process_count
-  plan = config_lib.plan_batches(config, data_parallel, process_count)
   task = tasks.build(config, mesh, workdir)
   _check_divisible(task.abstract_params(), task.param_shardings, mesh)
   tx, learning_rate = recipes.build_optimizer(config, task.stacked_axes)

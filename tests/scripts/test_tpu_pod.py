@@ -1,7 +1,7 @@
 """scripts/tpu_pod.py: the gcloud commands each subcommand prints, the checks that refuse bad
 input before any gcloud call, and the remote shell snippets executed for real in a fake $HOME.
-Also the package functions it uses instead of copies: lamb_optax.train.accelerators (the slice
-table) and lamb_optax.train.config's load and data_parallel_size."""
+Also the package functions it uses instead of copies: lamb_optax.accelerators (the slice
+table), lamb_optax.train.config's load and lamb_optax.sharding's data_parallel_size."""
 
 import importlib.util
 import os
@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from lamb_optax.train import accelerators
+from lamb_optax import accelerators
+from lamb_optax import sharding
 from lamb_optax.train import config as config_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -35,7 +36,7 @@ def _no_gcloud_defaults(monkeypatch):
 @pytest.fixture(autouse=True)
 def compile_checks(monkeypatch):
   """Tests here are about gcloud command lines: the compile check (minutes of XLA) is recorded,
-  not run; tests/train/test_compile_for.py compiles for real."""
+  not run; tests/tpu/test_compile_for.py compiles for real."""
   calls = []
   monkeypatch.setattr(tpu_pod, "compile_check",
                       lambda config_arg, slice_, overrides=(): calls.append(
@@ -89,7 +90,7 @@ def test_generation_table():
     assert s.devices == s.chips * g.devices_per_chip
   # The sourced per-chip figures (see the comments beside the table).
   assert {n: g.peak_bf16_flops_per_chip for n, g in gens.items() if g.peak_bf16_flops_per_chip} == {
-      "v4": 275e12, "v5p": 459e12, "v5e": 197e12, "v6e": 918e12}
+      "v3": 123e12, "v4": 275e12, "v5p": 459e12, "v5e": 197e12, "v6e": 918e12}
   assert gens["v5p"].hbm_bandwidth_per_chip == 2765e9 and gens["v4"].ici_bandwidth_per_chip is None
 
 
@@ -424,10 +425,10 @@ def test_config_load_refuses(monkeypatch, config_arg, overrides, message):
 ])
 def test_data_parallel_size(mesh, devices, want):
   if isinstance(want, int):
-    assert config_lib.data_parallel_size(mesh, devices) == want
+    assert sharding.data_parallel_size(mesh, devices) == want
   else:
     with pytest.raises(ValueError, match=re.escape(want)):
-      config_lib.data_parallel_size(mesh, devices)
+      sharding.data_parallel_size(mesh, devices)
 
 
 def test_run_and_create_compile_for_the_slice_first(capsys, compile_checks):

@@ -12,6 +12,7 @@ import pytest
 
 from lamb_optax import schedules
 from lamb_optax.train import config as config_lib
+from lamb_optax.train import plan as plan_lib
 from lamb_optax.studies import batch_scaling as scaling
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -81,7 +82,7 @@ def test_cell_config_is_a_valid_trainer_config():
   c = scaling.cell_config(config.base, cell)
   config_lib.lock(c)
   config_lib.check_schedule(c)
-  config_lib.plan_batches(c, data_parallel_devices=1, process_count=1)
+  plan_lib.plan_batches(c, data_parallel_devices=1, process_count=1)
   assert (c.global_batch_size, c.optimizer.name, c.learning_rate) == (
       cell.batch_size, cell.optimizer, cell.learning_rate)
   assert c.eval_every_steps == c.num_train_steps
@@ -158,7 +159,7 @@ def test_quick_study_end_to_end_and_skips_finished_cells(tmp_path):
 
 def test_every_cell_builds_its_optimizer():
   config = _study()
-  from lamb_optax.train import recipes  # pylint: disable=g-import-not-at-top
+  from lamb_optax import recipes  # pylint: disable=g-import-not-at-top
   assert set(config.study.optimizers) <= set(recipes.OPTIMIZERS)
   for cell in scaling.plan_cells(config):
     c = config_lib.lock(scaling.cell_config(config.base, cell))
@@ -219,13 +220,13 @@ def test_digits_study_plans_every_model_optimizer_batch_and_seed():
 
 def test_digits_cell_configs_are_valid_image_trainer_configs():
   from lamb_optax.tasks import image_classification  # pylint: disable=g-import-not-at-top
-  from lamb_optax.train import recipes  # pylint: disable=g-import-not-at-top
+  from lamb_optax import recipes  # pylint: disable=g-import-not-at-top
   config = _study("scaling_digits")
   base = config.base.to_dict()
   for cell in scaling.plan_cells(config):
     c = config_lib.lock(scaling.cell_config(config.base, cell, config.study))
     config_lib.check_schedule(c)
-    config_lib.plan_batches(c, data_parallel_devices=1, process_count=1)
+    plan_lib.plan_batches(c, data_parallel_devices=1, process_count=1)
     assert c.task == "image_classification" and c.image.model == cell.variant
     assert c.image.eval_split == "test"
     if cell.variant == "resnet":  # BatchNorm groups divide every micro-batch

@@ -6,7 +6,7 @@ import pathlib
 import pytest
 
 from lamb_optax.train import config as train_config
-from lamb_optax.train import recipes
+from lamb_optax import recipes
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
 

@@ -10,6 +10,7 @@ import pytest
 import trainer_runs
 from lamb_optax import data as data_lib
 from lamb_optax.train import config as config_lib
+from lamb_optax.train import plan as plan_lib
 from lamb_optax.train import loop
 
 import configs.tiny as tiny_config  # pylint: disable=g-bad-import-order
@@ -40,7 +41,7 @@ small_config = trainer_runs.small_config
 @pytest.mark.parametrize("changes, message", [
     ({"global_batch_size": 20}, "not divisible by (data-parallel devices 8"),
     ({"model.overrides.hidden_dropot": 0.0}, "Unknown config keys ['model.overrides.hidden_dropot']"),
-    ({"mesh.data": 3}, "needs 3 devices"),
+    ({"mesh.data": 3}, "uses 3 devices"),
     ({"optimizer.name": "adam"}, "Unknown optimizer 'adam'"),
     ({"optimizer.kwargs.weight_decai": 0.1}, "are not arguments of lamb"),
     ({"warmup_steps": 100}, "warmup cannot be longer than the run"),
@@ -78,10 +79,10 @@ def test_bad_config_fails_before_writing_anything(tmp_path, data_dir, changes, m
 def test_eval_batch_defaults_to_one_micro_step():
   # Memory follows the micro-batch for eval as for training: a 32k batch evaluates in 2 x 8 rows.
   config = small_config("unused", global_batch_size=32768, eval_batch_size=0)
-  plan = config_lib.plan_batches(config, data_parallel_devices=8, process_count=2)
+  plan = plan_lib.plan_batches(config, data_parallel_devices=8, process_count=2)
   assert (plan.eval_batch_size, plan.per_process_eval_batch_size) == (16, 8)
   config.eval_batch_size = 64
-  assert config_lib.plan_batches(config, 8, 2).per_process_eval_batch_size == 32
+  assert plan_lib.plan_batches(config, 8, 2).per_process_eval_batch_size == 32
 
 
 def test_unknown_key_is_named():

@@ -9,7 +9,7 @@ import pytest
 import lamb_optax
 from lamb_optax import sharding
 from lamb_optax.models import dropout
-from lamb_optax.train import program_stats
+from lamb_optax.tpu import program_stats
 from lamb_optax.train import step as step_lib
 
 

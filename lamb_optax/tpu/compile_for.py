@@ -8,7 +8,7 @@ parameters materialised), and reports memory per chip against HBM, FLOPs, bytes 
 per step, compile time, and a roofline estimate of the step time. It exits 0 when the step fits,
 1 when it does not (naming the config keys to change), 2 on bad input (before compiling).
 
-The report's counting (see :mod:`lamb_optax.train.program_stats`): XLA's cost analysis counts a
+The report's counting (see :mod:`lamb_optax.tpu.program_stats`): XLA's cost analysis counts a
 loop body once, so FLOPs and bytes per step are XLA's figures plus the missing iterations of the
 scans (micro-batches, layers): matmul FLOPs counted in the jaxpr; bytes are counted in the
 optimized HLO, every loop with its trips (XLA's own once-per-body figure stays in the report).
@@ -24,9 +24,10 @@ import re
 import time
 from typing import Any, Optional
 
-from lamb_optax.train import accelerators
-from lamb_optax.train import config as config_lib
-from lamb_optax.train import program_stats
+from lamb_optax import accelerators
+from lamb_optax import sharding
+from lamb_optax.tpu import program_stats
+from lamb_optax.train import plan as plan_lib
 from lamb_optax.train import workdir
 
 INSTALL_HINT = "pip install 'lamb_optax[tpu]' (or pip install 'jax[tpu]==<your jax version>')"
@@ -86,23 +87,18 @@ def resolve_slice(accelerator_type: str) -> tuple[accelerators.Slice, accelerato
     raise CompileForError(message) from None
 
 
-def check_config(config, slice_: accelerators.Slice) -> config_lib.BatchPlan:
-  """The trainer's own checks for ``slice_``, and a mesh that matches its devices."""
-  try:
-    config_lib.lock(config)
-    config_lib.check_schedule(config)
-  except ValueError as e:
-    raise CompileForError(f"The trainer refuses this config: {e}") from None
+def check_config(config, slice_: accelerators.Slice) -> plan_lib.BatchPlan:
+  """The trainer's pre-compile check (:func:`lamb_optax.train.plan.check`) on ``slice_``, with a
+  mesh that fits the slice suggested when ``config.mesh`` does not."""
   n = slice_.devices
   try:
-    config_lib.mesh_shape(dict(config.mesh), n)
+    sharding.mesh_shape(dict(config.mesh), n)
   except ValueError as e:
     raise CompileForError(
         f"{slice_.accelerator_type} has {n} JAX devices ({slice_.chips} chips), which config.mesh "
         f"{dict(config.mesh)} does not fit: {e} {_mesh_hint(config, n)}") from None
   try:
-    data_parallel = config_lib.data_parallel_size(dict(config.mesh), n)
-    return config_lib.plan_batches(config, data_parallel, slice_.vms)
+    return plan_lib.check(config, n, slice_.vms)
   except ValueError as e:
     raise CompileForError(f"The trainer refuses this config on {slice_.accelerator_type} "
                           f"({n} devices, {slice_.vms} hosts): {e}") from None
@@ -153,7 +149,8 @@ def compile_for(config, accelerator_type: str) -> Report:
   plan = check_config(config, slice_)
   devices = topology_devices(slice_, topo)
   try:
-    trainer = trainer_lib.build(config, None, devices=devices, process_count=slice_.vms)
+    trainer = trainer_lib.build(config, None, devices=devices, process_count=slice_.vms,
+                                plan=plan)
   except ValueError as e:
     raise CompileForError(f"The trainer refuses this config on {accelerator_type}: {e}") from None
   gen = accelerators.GENERATIONS[slice_.generation]

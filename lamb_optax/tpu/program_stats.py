@@ -3,7 +3,7 @@ from the jaxpr, bytes moved and collectives from the optimized HLO.
 
 XLA's cost analysis (``compiled.cost_analysis()``) adds up each computation once, so the body of
 a ``lax.scan`` (the scan over micro-batches, the scan over layers) counts as one iteration; on
-XLA:TPU the test ``tests/train/test_compile_for.py`` shows it. Two counts here put the missing
+XLA:TPU the test ``tests/tpu/test_compile_for.py`` shows it. Two counts here put the missing
 iterations back:
 
 * :func:`jaxpr_dot_flops` counts the ``dot_general`` FLOPs of a jaxpr, scan bodies times their

@@ -5,7 +5,7 @@ square of the depth)."""
 import jax
 import jax.numpy as jnp
 
-from lamb_optax.train import program_stats
+from lamb_optax.tpu import program_stats
 
 
 def _scan_program(layers: int, width: int = 256) -> str:

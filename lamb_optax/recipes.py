@@ -1,9 +1,12 @@
-"""Builds an optimizer and its schedule from a config (the schema of ``configs/``).
+"""Optimizers by name, and an optimizer with its schedule built from a config.
 
-Reads ``optimizer.name``, ``optimizer.kwargs``, ``learning_rate``, ``warmup_steps``,
-``num_train_steps``, ``lr_schedule``, ``decay_power``, ``end_learning_rate``, ``lr_boundaries``
-and ``lr_decay_factor``. Imports only jax, optax and
-ml_collections besides the optimizer package, so recipes can be checked without the trainer.
+:data:`OPTIMIZERS` names every optimizer the trainer and the studies can run: the LAMB family
+(:mod:`lamb_optax.aliases`) and the two baselines other projects' recipes use (momentum SGD and
+``optax.lars``). :func:`build_optimizer` reads ``optimizer.name``, ``optimizer.kwargs``,
+``learning_rate``, ``warmup_steps``, ``num_train_steps``, ``lr_schedule``, ``decay_power``,
+``end_learning_rate``, ``lr_boundaries`` and ``lr_decay_factor`` from any config with attribute
+access (an ``ml_collections.ConfigDict`` in the trainer). Like the rest of the optimizer core it
+imports only jax and optax, so recipes can be checked without the trainer.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import inspect
 from typing import Any, Callable
 
 import jax
-import ml_collections
 import optax
 
 from lamb_optax import aliases
@@ -99,7 +101,7 @@ LR_SCHEDULES = {
 }
 
 
-def schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+def schedule(config: Any) -> optax.Schedule:
   """The schedule ``config.lr_schedule`` names (default ``"polynomial"``:
   :func:`lamb_optax.schedules.warmup_polynomial_decay`) with the config's numbers."""
   name = config.get("lr_schedule", "polynomial")
@@ -119,7 +121,7 @@ def schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
 
 
 def build_optimizer(
-    config: ml_collections.ConfigDict, stacked_axes: Any = None
+    config: Any, stacked_axes: Any = None
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """Returns ``(optimizer, schedule)`` for ``config``; raises ValueError on a bad recipe.
 

@@ -75,15 +75,18 @@ class Generation:
 # * v6e: "Peak compute per chip (bf16) 918 TFLOPs"; "HBM capacity per chip 32 GB"; "HBM
 #        bandwidth per chip 1600 GBps" (some versions of the page say 1640 GBps);
 #        "Bidirectional inter-chip interconnect (ICI) bandwidth (per chip) 800 GBps".
-# Not in the table yet: any hardware figure for v2 and v3, and v4's per-chip ICI bandwidth
-# (lamb_optax.train.metrics keeps its own peak-FLOP/s list for the MFU column, including v3).
+# * v3:  "Peak compute per chip 123 teraflops (bf16)"; "HBM2 capacity and bandwidth 32 GiB,
+#        900 GBps" (per chip, two TensorCores: JAX sees two devices, each half of it).
+# Not in the table yet: any hardware figure for v2, and v3's and v4's per-chip ICI bandwidth.
 _GB, _GIB, _T = 1e9, 2.0**30, 1e12
 _CHIP_SIZES = (1, 4, 8, 16, 32, 64, 128, 256)
 GENERATIONS: dict[str, Generation] = {g.name: g for g in (
     Generation("v2", ("v2",), "TensorCores", tensorcores_per_chip=2, devices_per_chip=2,
                chips_per_vm=4, chips_per_host=4, default_runtime="tpu-ubuntu2204-base"),
     Generation("v3", ("v3",), "TensorCores", tensorcores_per_chip=2, devices_per_chip=2,
-               chips_per_vm=4, chips_per_host=4, default_runtime="tpu-ubuntu2204-base"),
+               chips_per_vm=4, chips_per_host=4, default_runtime="tpu-ubuntu2204-base",
+               peak_bf16_flops_per_chip=123 * _T, hbm_bytes_per_chip=32 * _GIB,
+               hbm_bandwidth_per_chip=900 * _GB),
     Generation("v4", ("v4",), "TensorCores", tensorcores_per_chip=2, devices_per_chip=1,
                chips_per_vm=4, chips_per_host=4, default_runtime="tpu-ubuntu2204-base",
                peak_bf16_flops_per_chip=275 * _T, hbm_bytes_per_chip=32 * _GIB,
@@ -105,6 +108,27 @@ GENERATIONS: dict[str, Generation] = {g.name: g for g in (
 )}
 _BY_PREFIX = {prefix: g for g in GENERATIONS.values() for prefix in g.prefixes}
 DEFAULT_RUNTIME = {name: g.default_runtime for name, g in GENERATIONS.items()}
+
+# How JAX names each generation's chips (``jax.Device.device_kind``), most specific first.
+_DEVICE_KINDS = (("TPU v6", "v6e"), ("TPU v5p", "v5p"), ("TPU v5 lite", "v5e"),
+                 ("TPU v5e", "v5e"), ("TPU v4", "v4"), ("TPU v3", "v3"))
+# GPUs the trainer also runs on: dense bf16 peak FLOP/s per GPU (NVIDIA's data sheets, without
+# sparsity), so the MFU column means the same thing there.
+GPU_PEAK_BF16_FLOPS = {"H200": 989 * _T, "H100": 989 * _T, "A100": 312 * _T}
+
+
+def peak_flops(device_kind: str) -> float:
+  """Dense bf16 peak FLOP/s of one JAX device of ``device_kind``; 0.0 where unknown (no MFU).
+
+  >>> peak_flops("TPU v5 lite"), peak_flops("NVIDIA H100 80GB HBM3"), peak_flops("cpu")
+  (197000000000000.0, 989000000000000.0, 0.0)
+  """
+  kind = device_kind.lower()
+  for name, generation in _DEVICE_KINDS:
+    if name.lower() in kind:
+      g = GENERATIONS[generation]
+      return (g.peak_bf16_flops_per_chip or 0.0) / g.devices_per_chip
+  return next((f for name, f in GPU_PEAK_BF16_FLOPS.items() if name.lower() in kind), 0.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,7 +158,7 @@ def parse_accelerator(accelerator_type: str) -> Slice:
   (1, 64)
   >>> parse_accelerator("v4-12")
   Traceback (most recent call last):
-  lamb_optax.train.accelerators.AcceleratorError: v4-12: v4 sizes count TensorCores (2 per chip,
+  lamb_optax.accelerators.AcceleratorError: v4-12: v4 sizes count TensorCores (2 per chip,
   4 chips per VM), so they are multiples of 8: e.g. v4-8, v4-128.
   """
   m = re.fullmatch(r"(v\d+[a-z]*)-(\d+)", accelerator_type or "")

@@ -15,8 +15,8 @@ import sys
 
 import pytest
 
-from lamb_optax.train import accelerators
-from lamb_optax.train import compile_for
+from lamb_optax import accelerators
+from lamb_optax.tpu import compile_for
 from lamb_optax.train import config as config_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
