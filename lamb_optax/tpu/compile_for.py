@@ -16,12 +16,14 @@ optimized HLO, every loop with its trips (XLA's own once-per-body figure stays i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
 import os
 import re
 import time
+from collections.abc import Iterator
 from typing import Any, Optional
 
 from lamb_optax import accelerators
@@ -117,19 +119,36 @@ def check_libtpu() -> None:
     raise CompileForError(f"Compiling for a TPU needs libtpu, which is not installed: {INSTALL_HINT}.")
 
 
+@contextlib.contextmanager
+def _libtpu_off_a_tpu_vm(slice_: accelerators.Slice) -> Iterator[None]:
+  """Off a TPU VM libtpu looks for TPU metadata and a lock; these variables keep it quiet and let
+  a compile-only process run beside one that holds the lock (nothing here touches a TPU). They
+  are set only while libtpu starts: left behind, they would tell any trainer this process starts
+  later that it runs on a Cloud TPU VM (``lamb_optax.train.distributed``)."""
+  names = {"TPU_ACCELERATOR_TYPE": slice_.accelerator_type, "TPU_WORKER_HOSTNAMES": "localhost",
+           "ALLOW_MULTIPLE_LIBTPU_LOAD": "1"}
+  saved = {name: os.environ.get(name) for name in names}
+  for name, value in names.items():
+    os.environ.setdefault(name, value)
+  try:
+    yield
+  finally:
+    for name, value in saved.items():
+      if value is None:
+        os.environ.pop(name, None)
+      else:
+        os.environ[name] = value
+
+
 def topology_devices(slice_: accelerators.Slice, topo: accelerators.Topology) -> list[Any]:
   """The devices of ``topo`` as libtpu describes it, on a machine without a TPU."""
   check_libtpu()
-  # Off a TPU VM libtpu looks for TPU metadata and a lock; these keep it quiet and let a
-  # compile-only process run beside one that holds the lock (nothing here touches a TPU).
-  os.environ.setdefault("TPU_ACCELERATOR_TYPE", slice_.accelerator_type)
-  os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
-  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
   kwargs = {"chip_config_name": topo.chip_config_name} if topo.chip_config_name else {}
   if topo.chips_per_host_bounds:
     kwargs["chips_per_host_bounds"] = list(topo.chips_per_host_bounds)
-  desc = topologies.get_topology_desc(topology_name=topo.name, platform="tpu", **kwargs)
+  with _libtpu_off_a_tpu_vm(slice_):
+    desc = topologies.get_topology_desc(topology_name=topo.name, platform="tpu", **kwargs)
   devices = list(desc.devices)
   if len(devices) != slice_.devices:
     raise CompileForError(f"libtpu's {topo.name} has {len(devices)} devices, but "

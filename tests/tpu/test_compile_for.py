@@ -9,6 +9,7 @@ where libtpu cannot be imported; the bad-input tests need no libtpu.
 
 import importlib.util
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -88,6 +89,18 @@ def test_tiny_compiles_for_each_generation(accel):
   assert report.flops_per_chip > report.xla_cost_analysis_per_chip["flops"]
   assert report.flops_per_step == pytest.approx(report.model_flops_per_step, rel=0.15)
   assert 0 < report.estimated_mfu <= 1 and report.estimated_step_seconds > 0
+
+
+@needs_libtpu
+def test_compiling_leaves_no_cloud_tpu_variables_behind(monkeypatch):
+  """libtpu is told it is on a TPU VM only while it starts: a trainer started later from the same
+  process must not take itself for a Cloud TPU worker and wait for a slice's peers."""
+  for name in ("TPU_ACCELERATOR_TYPE", "TPU_WORKER_HOSTNAMES", "ALLOW_MULTIPLE_LIBTPU_LOAD"):
+    monkeypatch.delenv(name, raising=False)
+  slice_, topo = compile_for.resolve_slice("v5litepod-4")
+  assert len(compile_for.topology_devices(slice_, topo)) == 4
+  leftover = {n for n in ("TPU_ACCELERATOR_TYPE", "TPU_WORKER_HOSTNAMES") if n in os.environ}
+  assert not leftover
 
 
 @needs_libtpu
