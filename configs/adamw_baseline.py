@@ -1,4 +1,5 @@
-r"""BERT's Adam baseline (Devlin et al. 2019's optimizer) for BERT-Large at the LAMB paper's batch 512.
+r"""BERT's Adam baseline (Devlin et al. 2019's optimizer) for BERT-Large at the LAMB paper's
+batch 512.
 
 Hardware (published): 16 TPUv3 chips, about 81 hours (LAMB paper's account of the baseline).
 Published result: SQuAD v1.1 dev F1 90.395 (LAMB paper, batch 512). A tuned AdamW reaches

@@ -10,7 +10,8 @@ decay — over 14,063 steps at seq 128 (90% of 15,625, the paper's split); phase
 
 Run (then configs/bert_base_phase2.py):
   python -m lamb_optax.train --config=configs/bert_base_phase1.py \
-      --config.data.source=gs://BUCKET/bert_data_128 --config.data.vocab_file=gs://BUCKET/vocab.txt \
+      --config.data.source=gs://BUCKET/bert_data_128 \
+      --config.data.vocab_file=gs://BUCKET/vocab.txt \
       --workdir=gs://BUCKET/bert_base_phase1
 """
 

@@ -8,7 +8,8 @@ schedule (1,562 steps: the paper's 32k run spends 10% of its 15,625 steps at seq
 Run (after phase 1):
   python -m lamb_optax.train --config=configs/bert_base_phase2.py \
       --config.init_from=gs://BUCKET/bert_base_phase1 \
-      --config.data.source=gs://BUCKET/bert_data_512 --config.data.vocab_file=gs://BUCKET/vocab.txt \
+      --config.data.source=gs://BUCKET/bert_data_512 \
+      --config.data.vocab_file=gs://BUCKET/vocab.txt \
       --workdir=gs://BUCKET/bert_base_phase2
 """
 

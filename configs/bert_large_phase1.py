@@ -14,13 +14,14 @@ Published result: 76.19 minutes for both phases, SQuAD v1.1 dev F1 90.584, 8,599
     to the paper's 8,599 (NVIDIA's phase 2 is 1,563); the learning rate and warmup extrapolate
     the square-root rule (schedules.paper_learning_rate/paper_warmup_ratio, 5e-3 at 32k) to
     65,536. The paper does not state a 64k rate by that rule; this is our extrapolation, and
-    the lr/warmup values of the rule itself are recalled, not re-read from the paper.
+    the lr/warmup values of the rule itself are not verified against the paper (docs/lamb.md).
 Data: Wikipedia + BooksCorpus as a TFDS dataset made by scripts/create_pretraining_data.py
 (--max_seq_length=128 --max_predictions_per_seq=20).
 
 Run (then configs/bert_large_phase2.py):
   python -m lamb_optax.train --config=configs/bert_large_phase1.py \
-      --config.data.source=gs://BUCKET/bert_data_128 --config.data.vocab_file=gs://BUCKET/vocab.txt \
+      --config.data.source=gs://BUCKET/bert_data_128 \
+      --config.data.vocab_file=gs://BUCKET/vocab.txt \
       --workdir=gs://BUCKET/bert_large_phase1
 """
 

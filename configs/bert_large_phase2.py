@@ -17,7 +17,8 @@ Data: scripts/create_pretraining_data.py --max_seq_length=512 --max_predictions_
 Run (after phase 1):
   python -m lamb_optax.train --config=configs/bert_large_phase2.py \
       --config.init_from=gs://BUCKET/bert_large_phase1 \
-      --config.data.source=gs://BUCKET/bert_data_512 --config.data.vocab_file=gs://BUCKET/vocab.txt \
+      --config.data.source=gs://BUCKET/bert_data_512 \
+      --config.data.vocab_file=gs://BUCKET/vocab.txt \
       --workdir=gs://BUCKET/bert_large_phase2
 """
 

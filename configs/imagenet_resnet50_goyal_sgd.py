@@ -25,7 +25,8 @@ Run (needs a prepared imagenet2012, see docs/image_classification.md):
       --workdir=gs://BUCKET/rn50_goyal_8k --config.image.data_dir=gs://BUCKET/tfds
 """
 
-from lamb_optax.train.presets import epochs_to_steps, imagenet_config
+from lamb_optax.train.presets import epochs_to_steps
+from lamb_optax.train.presets import imagenet_config
 
 BATCH = 8192
 BASE_LR_PER_256 = 0.1  # recalled: the linear scaling rule from He et al.'s 0.1 at batch 256

@@ -10,21 +10,33 @@ Published result (top-1 on the 50,000 validation images):
   32768: 76.34% after 3,519 steps (90 epochs): log.out ("76.3%" in the README).
   65536: 75.30% after 1,760 steps: check_64k.out at commit 4d140ea (whose run.sh has lr 0.04;
          the commit before swept 0.044/0.045, and the log does not say which rate it is).
-The paper's own table (batch 16k, LAMB 76.66% vs momentum 75.20%) is *recalled*
-(shared/reference/lamb.md), not confirmed by search, and states no hyperparameters we could find;
-no row here claims it.
+The paper's own ResNet-50 figure (batch 16k, LAMB 76.66% vs momentum 75.20%) came from
+secondary sources and is not verified against the paper: the search tools return only the
+opening sections of the copies of arXiv:1904.00962 they hold (docs/lamb.md). We found no
+hyperparameters for it, and no row here claims it.
 Recipe (run.sh, optimization.py; the numbers below are the code's, confirmed):
   LAMB β1 0.9, β2 0.999, ε 1e-6, no bias correction (the update is m/(sqrt(v)+ε) from the raw
   moments), decoupled weight decay 1.5 inside the trust ratio ‖x‖/‖update‖, and neither decay nor
   trust ratio on BatchNorm parameters (exclude_from_weight_decay=["batch_normalization", ...]);
   L2 loss 0 (--weight_decay=0.0); label smoothing 0.1; lr 0.04 at both batch sizes; linear
   warmup 782 steps (20 epochs) at 32k, 500 at 64k, then linear decay to 0 at the last step
-  ((T − t)·lr/(T − W): our "warmup_polynomial" with power 1).
+  ((T − t)·lr/(T − W): our "warmup_polynomial" with power 1). Gradients clipped to global norm
+  1.0 before the optimizer: optimization.py create_optimizer,
+  ``(grads, _) = tf.clip_by_global_norm(grads, clip_norm=1.0)`` (present at e0fba5c, 4d140ea
+  and e4c89f8). This project has no trainer-level clipping key; the optimizer is therefore
+  ``nvlamb`` with ``max_grad_norm=1.0``, which is exactly :func:`lamb_optax.lamb` with the same
+  kwargs behind :func:`lamb_optax.transforms.clip_by_global_norm` (and a float32 promotion of
+  narrower gradients, a no-op here: params and gradients are float32); its trust-ratio mask is
+  the decay mask, as ``lamb``'s.
 Differences from the source (ours): our default decay mask also leaves the classifier's bias
 undecayed and unratioed (the source decays it); BatchNorm groups of 128 examples, our reading of
 TPUEstimator's per-core BatchNorm at 128 images per core (32768 / 256 cores); the last BatchNorm
 γ of each block starts at zero (our ResNet's default; the source's resnet_model is only a .pyc);
-our data pipeline's crop/flip is the standard Inception crop, not the source's exact code.
+our data pipeline's crop/flip is the standard Inception crop, not the source's exact code; the
+source clips each TPU core's gradient (its tf.gradients output goes to CrossShardOptimizer,
+whose apply_gradients sums across cores after the clip: tensorflow/tensorflow
+tensorflow/python/tpu/tpu_optimizer.py, read at commit 0bc36ab9, "clipping with per replica
+global norm"), ours clips the global-batch gradient.
 
 Run (the argument is the global batch size, 32768 or 65536; needs a prepared imagenet2012, see
 docs/image_classification.md):
@@ -35,7 +47,8 @@ docs/image_classification.md):
 from lamb_optax.train.presets import imagenet_config
 
 # Global batch -> (lr, warmup steps, train steps, published top-1, source). 3,519 steps and 782
-# warmup steps are 90 and 20 epochs at 32k (config.epochs_to_steps); 1,760 steps are ~88 epochs.
+# warmup steps are 90 and 20 epochs at 32k (config.epochs_to_steps); 1,760 steps at 64k are
+# 1,760 × 65,536 / 1,281,167 ≈ 90.03 epochs, and 500 warmup steps there ≈ 25.6 epochs.
 RUNS = {
     32768: (0.04, 782, 3519, 76.34, "run.sh and log.out at e4c89f8"),
     65536: (0.04, 500, 1760, 75.30, "run.sh and check_64k.out at 4d140ea"),
@@ -53,7 +66,9 @@ def get_config(batch_size: str = "32768"):
                            num_train_steps=steps, warmup_steps=warmup)
   config.image.batch_norm_group_size = BATCH_NORM_GROUP_SIZE
   config.image.label_smoothing = 0.1
-  config.optimizer.name = "lamb"
+  # LAMB behind a global-norm clip at 1.0 (optimization.py); see the docstring's Recipe.
+  config.optimizer.name = "nvlamb"
+  config.optimizer.kwargs.max_grad_norm = 1.0
   config.optimizer.kwargs.b1 = 0.9
   config.optimizer.kwargs.b2 = 0.999
   config.optimizer.kwargs.eps = 1e-6

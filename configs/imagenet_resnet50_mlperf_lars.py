@@ -30,7 +30,8 @@ Run (the argument is the global batch size, 8192 or 65536; needs a prepared imag
       --workdir=gs://BUCKET/rn50_mlperf_8k --config.image.data_dir=gs://BUCKET/tfds
 """
 
-from lamb_optax.train.presets import IMAGENET_TRAIN_IMAGES, imagenet_config
+from lamb_optax.train.presets import IMAGENET_TRAIN_IMAGES
+from lamb_optax.train.presets import imagenet_config
 
 TARGET_TOP1 = 0.759  # MLPerf's quality target (train.py TARGET_ACCURACY)
 # Global batch -> (lr, warmup steps, train steps, momentum, weight decay).

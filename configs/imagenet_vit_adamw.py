@@ -18,16 +18,21 @@ schedule but not by lr, so in optax.adamw form (decay × lr × schedule) it is w
 Missing here (ours, documented in docs/image_classification.md): RandAugment (s16
 randaug(2,10); b16 'medium2' = randaug(2,15)) and mixup (p 0.2; p 0.5); s16's global-average
 pooling and sincos2d position embeddings (ours: [CLS] token, learned embeddings, as b16's
-pool_type='tok'); b16's pre-logits layer (rep_size=True); big_vision trains on train[:99%] and
+pool_type='tok'); the pre-logits layer of both (rep_size=True in vit_s16_i1k.py and
+vit_i1k.py; big_vision/models/vit.py makes it Dense(width) + tanh, width 384 for S and 768 for B
+per its decode_variant: google-research/big_vision at commit 0127fb6b337e, vit_s16_i1k.py last
+changed in 642c086e68b5; ours has no pre-logits layer); big_vision trains on train[:99%] and
 keeps 1% as minival (ours: the whole train split, so an epoch is 1% more steps). The cosine's end
-value 0 is big_vision's default as we recall it (not confirmed). Not run by us.
+value 0 is big_vision's (big_vision/utils.py create_learning_rate_schedule: lr·0.5·(1 +
+cos(π·progress)), at the same commit). Not run by us.
 
 Run (the argument is s16 or b16; needs a prepared imagenet2012):
   python -m lamb_optax.train --config=configs/imagenet_vit_adamw.py:s16 \
       --workdir=gs://BUCKET/vit_s16_adamw --config.image.data_dir=gs://BUCKET/tfds
 """
 
-from lamb_optax.train.presets import epochs_to_steps, imagenet_config
+from lamb_optax.train.presets import epochs_to_steps
+from lamb_optax.train.presets import imagenet_config
 
 # Variant -> (preset, global batch, epochs, published top-1 or None).
 RUNS = {"s16": ("small", 1024, 90, 76.5), "b16": ("base", 4096, 300, None)}

@@ -20,7 +20,8 @@ Run (the argument is s16 or b16; needs a prepared imagenet2012):
 """
 
 from lamb_optax import schedules
-from lamb_optax.train.presets import epochs_to_steps, imagenet_config
+from lamb_optax.train.presets import epochs_to_steps
+from lamb_optax.train.presets import imagenet_config
 
 # Variant -> (preset, global batch, epochs): big_vision's AdamW runs (imagenet_vit_adamw.py).
 RUNS = {"s16": ("small", 1024, 90), "b16": ("base", 4096, 300)}

@@ -7,9 +7,9 @@ Table 1: 512: 90.720, 1k: 90.377, 2k: 90.751, 4k: 90.548, 8k: 90.556, 16k: 90.67
 These are arXiv v1's numbers; we could not find the final (ICLR 2020) version's Table 1 with the
 search tools, so we do not know whether it lists the same values — check before quoting.
 Schedule: lr = 5e-3·sqrt(B/32768), warmup B/32768/5 of the run, linear decay; steps
-1,000k·512/B. These lr/warmup values are *recalled* (shared/reference/lamb.md), not re-read
-from the paper. This config is the sequence-length-128 phase only; the trainer issue adds the
-data and the seq-512 phase.
+1,000k·512/B. These lr/warmup values are not verified against the paper (docs/lamb.md says
+where they come from). This config is the sequence-length-128 phase only; the two-phase runs
+(128, then 512) are configs/bert_large_phase{1,2}.py.
 
 Run (the argument is the global batch size, one of 512 ... 32768):
   python -m lamb_optax.train --config=configs/lamb_paper.py:32768 --workdir=/tmp/lamb_32k

@@ -1,4 +1,4 @@
-r"""Batch-scaling study (issue 9): LAMB vs AdamW vs LARS as the batch grows, tiny BERT, CPU.
+r"""Batch-scaling study: LAMB vs AdamW vs LARS as the batch grows, tiny BERT, CPU.
 
 Hardware: the project's 2-core CPU machine, no accelerator, no downloads (embedded corpus).
 Published result: none (a CPU-scale analogue of the LAMB paper's claim, not a paper setting).
@@ -14,8 +14,8 @@ about a minute; `--dry_run` lists the cells):
   python scripts/batch_scaling_study.py --config=configs/scaling_tiny.py --workdir=/tmp/scaling
 
 Cost (the whole study must fit in <= 2 h on the 2-core CPU):
-  * max_seq_length 64, max_predictions_per_seq 10: the embedded corpus (dupe_factor 5) holds 27,322 train
-    and 3,150 held-out sequences (built once, in DIR/data, in ~15 s).
+  * max_seq_length 64, max_predictions_per_seq 10: the embedded corpus (dupe_factor 5) holds
+    27,322 train and 3,150 held-out sequences (built once, in DIR/data, in ~15 s).
   * examples_budget = 32,768 sequences per cell (1.2 epochs) -> num_train_steps = 32768 // B:
     2048 steps at B=16 ... 32 steps at B=1024.
   * measured: ~95-185 s per cell (~350 sequences/s at B >= 64, plus ~15 s of compile, eval and

@@ -2,7 +2,8 @@ r"""The tiny BERT at global batch 32,768 by gradient accumulation: the paper's b
 
 Hardware: any machine; memory is set by the micro-batch (256 examples per device), not by the
 32,768-example global batch (the step accumulates 128 micro-batches in float32 inside one jit).
-Published result: none (a CPU-scale demonstration of the paper's batch). Expected: each step takes about 4-5 minutes on a 2-core CPU (4.2M tokens); the compile log line reports the step's
+Published result: none (a CPU-scale demonstration of the paper's batch). Expected: each step
+takes about 4-5 minutes on a 2-core CPU (4.2M tokens); the compile log line reports the step's
 device memory (arguments + temporaries, tens of MiB) and the run ends with the peak host memory.
 LAMB's learning rate for 32k is the paper's 5e-3 with warmup 1/5 of the steps.
 

@@ -5,18 +5,18 @@ trainer live in ``lamb_optax.models``, ``lamb_optax.data`` and ``lamb_optax.trai
 """
 
 from lamb_optax import schedules
-from lamb_optax.aliases import lamb
-from lamb_optax.diagnostics import trust_ratio_summary
 from lamb_optax.aliases import adamw_baseline
+from lamb_optax.aliases import lamb
 from lamb_optax.aliases import lars
 from lamb_optax.aliases import nlamb
 from lamb_optax.aliases import nnlamb
 from lamb_optax.aliases import nvlamb
-from lamb_optax.transforms import scale_by_nesterov_adam
+from lamb_optax.diagnostics import trust_ratio_summary
 from lamb_optax.masks import default_weight_decay_mask
 from lamb_optax.masks import path_mask
 from lamb_optax.transforms import ScaleByTrustRatioState
 from lamb_optax.transforms import scale_by_adam
+from lamb_optax.transforms import scale_by_nesterov_adam
 from lamb_optax.transforms import scale_by_trust_ratio
 from lamb_optax.transforms import trust_ratios
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Optional
 
 
 class AcceleratorError(ValueError):
@@ -37,11 +36,11 @@ class Generation:
   chips_per_vm: int  # chips per TPU VM (= worker = JAX process) in a multi-host slice
   chips_per_host: int  # chips per physical host (v5e/v6e VMs hold half a host's chips)
   default_runtime: str  # --version / --runtime-version (the TPU VM software image)
-  sizes: Optional[tuple[int, ...]] = None  # the only valid N, where not "any multiple of 8"
-  peak_bf16_flops_per_chip: Optional[float] = None  # FLOP/s, dense bf16
-  hbm_bytes_per_chip: Optional[float] = None  # as the page states it: GB = 1e9, GiB = 2**30
-  hbm_bandwidth_per_chip: Optional[float] = None  # bytes/s
-  ici_bandwidth_per_chip: Optional[float] = None  # bytes/s, bidirectional
+  sizes: tuple[int, ...] | None = None  # the only valid N, where not "any multiple of 8"
+  peak_bf16_flops_per_chip: float | None = None  # FLOP/s, dense bf16
+  hbm_bytes_per_chip: float | None = None  # as the page states it: GB = 1e9, GiB = 2**30
+  hbm_bandwidth_per_chip: float | None = None  # bytes/s
+  ici_bandwidth_per_chip: float | None = None  # bytes/s, bidirectional
 
   @property
   def vm_tensorcores(self) -> int:
@@ -73,8 +72,12 @@ class Generation:
 #        2765 GBps"; "Bidirectional inter-chip interconnect (ICI) bandwidth per chip (GBps) 1200"
 #        (older versions of the page: "Interchip Interconnect BW 4800 Gbps", one direction).
 # * v6e: "Peak compute per chip (bf16) 918 TFLOPs"; "HBM capacity per chip 32 GB"; "HBM
-#        bandwidth per chip 1600 GBps" (some versions of the page say 1640 GBps);
-#        "Bidirectional inter-chip interconnect (ICI) bandwidth (per chip) 800 GBps".
+#        bandwidth per chip 1638 GBps"; "Bidirectional inter-chip interconnect (ICI) bandwidth
+#        (per chip) 800 GBps": docs.cloud.google.com/tpu/docs/v6e, the version of the page whose
+#        System architecture section describes two 256x256 MXUs per TensorCore (read through the
+#        search tool's copy of v6e.md.txt). Other stored copies of the page say 1600 GBps
+#        (a v5e-vs-v6e table) and 1640 GBps (cloud.google.com, with "819 GBps" for v5e); the copies
+#        carry no dates, so that 1638 is the newest is our reading, not verified.
 # * v3:  "Peak compute per chip 123 teraflops (bf16)"; "HBM2 capacity and bandwidth 32 GiB,
 #        900 GBps" (per chip, two TensorCores: JAX sees two devices, each half of it).
 # Not in the table yet: any hardware figure for v2, and v3's and v4's per-chip ICI bandwidth.
@@ -103,7 +106,7 @@ GENERATIONS: dict[str, Generation] = {g.name: g for g in (
     Generation("v6e", ("v6e",), "chips", tensorcores_per_chip=1, devices_per_chip=1,
                chips_per_vm=4, chips_per_host=8, default_runtime="v2-alpha-tpuv6e",
                sizes=_CHIP_SIZES, peak_bf16_flops_per_chip=918 * _T,
-               hbm_bytes_per_chip=32 * _GB, hbm_bandwidth_per_chip=1600 * _GB,
+               hbm_bytes_per_chip=32 * _GB, hbm_bandwidth_per_chip=1638 * _GB,
                ici_bandwidth_per_chip=800 * _GB),
 )}
 _BY_PREFIX = {prefix: g for g in GENERATIONS.values() for prefix in g.prefixes}
@@ -144,7 +147,7 @@ class Slice:
     return self.vms > 1
 
   @property
-  def topology(self) -> "Topology":
+  def topology(self) -> Topology:
     """The slice's chip layout as JAX names it (see :func:`topology`)."""
     return topology(self)
 
@@ -221,13 +224,13 @@ class Topology:
   """What ``jax.experimental.topologies.get_topology_desc`` takes for a slice."""
 
   name: str  # e.g. "v4:8x8x8", "v5e:16x16"
-  chip_config_name: Optional[str]  # "megacore" on v4/v5p (one JAX device per chip), else None
+  chip_config_name: str | None  # "megacore" on v4/v5p (one JAX device per chip), else None
   shape: tuple[int, ...]
   # libtpu assumes 2x2x1 chips per host; a 1-chip slice must say it has fewer.
-  chips_per_host_bounds: Optional[tuple[int, ...]] = None
+  chips_per_host_bounds: tuple[int, ...] | None = None
 
 
-def _cube_like(chips: int) -> Optional[tuple[int, int, int]]:
+def _cube_like(chips: int) -> tuple[int, int, int] | None:
   """The most cube-like AxBxC (A <= B <= C, multiples of 4) of ``chips``, or None."""
   if chips in _SMALL_3D:
     return _SMALL_3D[chips]
@@ -242,7 +245,10 @@ def _cube_like(chips: int) -> Optional[tuple[int, int, int]]:
       c = k // (a * b)
       if best is None or (c, -a) < (best[2], -best[0]):
         best = (a, b, c)
-  return tuple(4 * x for x in best) if best else None
+  if best is None:
+    return None
+  a, b, c = best
+  return 4 * a, 4 * b, 4 * c
 
 
 def known_accelerators() -> list[str]:
@@ -267,6 +273,7 @@ def topology(slice_: Slice) -> Topology:
   """
   gen, chips = slice_.generation, slice_.chips
   prefix = _TOPOLOGY_PREFIX.get(gen)
+  shape: tuple[int, ...] | None
   if gen in _MAX_3D_CHIPS:
     shape = _cube_like(chips) if chips <= _MAX_3D_CHIPS[gen] else None
     config = "megacore"

@@ -1,14 +1,21 @@
-"""The LAMB family as ``optax.chain``s of small transforms: LAMB, LARS, NVLAMB, N-LAMB/NN-LAMB and
-the AdamW baseline.
+"""The LAMB family as chains (``optax.chain``) of small transforms: LAMB, LARS, NVLAMB,
+N-LAMB/NN-LAMB and the AdamW baseline.
 
-Shared conventions: ``weight_decay_mask`` (default: kernels and embeddings), ``trust_ratio_mask=None``
-meaning "the decay mask", per-layer norms over ``stacked_axes``, the learning rate as a float or
-``optax.Schedule``, and validation at construction (:mod:`lamb_optax.validation`).
+Shared conventions: ``weight_decay_mask`` (default: kernels and embeddings),
+``trust_ratio_mask=None`` meaning "the decay mask", per-layer norms over ``stacked_axes``, the
+learning rate as a float or ``optax.Schedule``, and validation at construction
+(:mod:`lamb_optax.validation`).
 
 Every alias works under ``optax.inject_hyperparams``: numeric hyperparameters (learning rate,
 betas, eps, weight decay, max_grad_norm...) may be injected and changed in the state without
-recompiling. Arguments that decide the program's structure (masks, ``stacked_axes``) must stay
-static: pass a callable ``stacked_axes`` or int one in ``static_args``.
+recompiling. Arguments that decide the program's structure (masks, ``stacked_axes``,
+``mu_dtype``) stay static as given, callables and ints included, with or without
+``static_args`` (:func:`lamb_optax.masks.static_structure_args`; optax would otherwise call a
+callable with the step count as if it were a schedule).
+
+Params may be any pytree the ecosystem hands an optimizer (``nnx.State`` under
+``nnx.Optimizer``, ``FrozenDict``, dataclasses, ``optax.masked`` trees); dict masks match them by
+key names, and the state works with ``optax.tree_map_params``.
 
 >>> import jax, jax.numpy as jnp, optax, lamb_optax
 >>> tx = optax.inject_hyperparams(lamb_optax.lamb)(learning_rate=0.1)
@@ -23,18 +30,18 @@ Array([[-0.2, -0.2],
 
 from __future__ import annotations
 
-from typing import Optional
-
 import chex
 import optax
 
 from lamb_optax import masks
 from lamb_optax import transforms
 from lamb_optax import validation
-from lamb_optax.masks import MaskSpec, StackedAxesSpec
+from lamb_optax.masks import MaskSpec
+from lamb_optax.masks import StackedAxesSpec
 from lamb_optax.validation import Bounds
 
 
+@masks.static_structure_args
 def lamb(
     learning_rate: float | optax.Schedule,
     b1: float = 0.9,
@@ -48,7 +55,7 @@ def lamb(
     weight_norm_bounds: Bounds = None,
     trust_ratio_bounds: Bounds = None,
     stacked_axes: StackedAxesSpec = None,
-    mu_dtype: Optional[chex.ArrayDType] = None,
+    mu_dtype: chex.ArrayDType | None = None,
 ) -> optax.GradientTransformation:
   """LAMB: Adam moments, decoupled weight decay, and a layer-wise trust ratio.
 
@@ -130,6 +137,7 @@ def lamb(
   )
 
 
+@masks.static_structure_args
 def lars(
     learning_rate: float | optax.Schedule,
     momentum: float = 0.9,
@@ -162,8 +170,11 @@ def lars(
     learning_rate: η, a float or schedule.
     momentum: β1.
     weight_decay: λ.
-    weight_decay_mask / trust_ratio_mask / weight_norm_bounds / trust_ratio_bounds /
-      stacked_axes: as in :func:`lamb_optax.lamb`.
+    weight_decay_mask: as in :func:`lamb_optax.lamb`.
+    trust_ratio_mask: as in :func:`lamb_optax.lamb`.
+    weight_norm_bounds: as in :func:`lamb_optax.lamb`.
+    trust_ratio_bounds: as in :func:`lamb_optax.lamb`.
+    stacked_axes: as in :func:`lamb_optax.lamb`.
     ratio_before_momentum: take the ratio from ``g + λx`` and accumulate the scaled steps.
 
   >>> import jax.numpy as jnp, lamb_optax
@@ -196,6 +207,7 @@ def lars(
   )
 
 
+@masks.static_structure_args
 def nvlamb(
     learning_rate: float | optax.Schedule,
     b1: float = 0.9,
@@ -204,10 +216,10 @@ def nvlamb(
     weight_decay: float = 0.01,
     weight_decay_mask: MaskSpec = masks.DEFAULT_WEIGHT_DECAY_MASK,
     trust_ratio_mask: MaskSpec = None,
-    max_grad_norm: Optional[float] = 1.0,
+    max_grad_norm: float | None = 1.0,
     bias_correction: bool = True,
     stacked_axes: StackedAxesSpec = None,
-    mu_dtype: Optional[chex.ArrayDType] = None,
+    mu_dtype: chex.ArrayDType | None = None,
     adapt_all_leaves: bool = False,
 ) -> optax.GradientTransformation:
   """NVIDIA's LAMB as its BERT recipe runs it: apex ``FusedLAMB`` with its default
@@ -224,7 +236,7 @@ def nvlamb(
   LayerNorm parameters take plain Adam steps. ``adapt_all_leaves=True`` adapts every leaf, as
   ``FusedLAMB(use_nvlamb=True)`` does (or pass your own ``trust_ratio_mask``, not both).
 
-  What we read in the sources (not from memory):
+  What the sources say, read in their code:
 
   * NVIDIA/apex ``apex/optimizers/fused_lamb.py``: ``__init__(..., bias_correction=True,
     betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01, ..., max_grad_norm=1.0,
@@ -270,36 +282,45 @@ def nvlamb(
   return optax.chain(transforms.promote_to_param_dtype(), *clip, inner)
 
 
-def _nesterov_lamb(learning_rate, b1, b2, eps, eps_root, weight_decay, weight_decay_mask,
-                   trust_ratio_mask, stacked_axes, nesterov_second_moment):
-  validation.check_adam(learning_rate, b1, b2, eps, eps_root, weight_decay)
-  if trust_ratio_mask is None:
-    trust_ratio_mask = weight_decay_mask
-  return optax.chain(
-      transforms.scale_by_nesterov_adam(
-          b1, b2, eps, eps_root, nesterov_second_moment=nesterov_second_moment),
-      optax.add_decayed_weights(weight_decay, decay_mask_for_optax(weight_decay_mask)),
-      transforms.scale_by_trust_ratio(mask=trust_ratio_mask, stacked_axes=stacked_axes),
-      optax.scale_by_learning_rate(learning_rate),
-  )
+def _nesterov_lamb_alias(name: str, nesterov_second_moment: bool, doc: str):
+  """Builds :func:`nlamb` or :func:`nnlamb`: the two take the same arguments, written once here,
+  and differ only in whether the second moment gets the Nesterov look-ahead too."""
+
+  def alias(
+      learning_rate: float | optax.Schedule,
+      b1: float = 0.9,
+      b2: float = 0.999,
+      eps: float = 1e-6,
+      eps_root: float = 0.0,
+      weight_decay: float = 0.01,
+      weight_decay_mask: MaskSpec = masks.DEFAULT_WEIGHT_DECAY_MASK,
+      trust_ratio_mask: MaskSpec = None,
+      stacked_axes: StackedAxesSpec = None,
+  ) -> optax.GradientTransformation:
+    validation.check_adam(learning_rate, b1, b2, eps, eps_root, weight_decay)
+    if trust_ratio_mask is None:
+      trust_ratio_mask = weight_decay_mask
+    return optax.chain(
+        transforms.scale_by_nesterov_adam(
+            b1, b2, eps, eps_root, nesterov_second_moment=nesterov_second_moment),
+        optax.add_decayed_weights(weight_decay, decay_mask_for_optax(weight_decay_mask)),
+        transforms.scale_by_trust_ratio(mask=trust_ratio_mask, stacked_axes=stacked_axes),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+
+  # Named and documented before decorating: the decorator copies both onto its wrapper.
+  alias.__name__ = alias.__qualname__ = name
+  alias.__doc__ = doc
+  return masks.static_structure_args(alias)
 
 
-def nlamb(
-    learning_rate: float | optax.Schedule,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-6,
-    eps_root: float = 0.0,
-    weight_decay: float = 0.01,
-    weight_decay_mask: MaskSpec = masks.DEFAULT_WEIGHT_DECAY_MASK,
-    trust_ratio_mask: MaskSpec = None,
-    stacked_axes: StackedAxesSpec = None,
-) -> optax.GradientTransformation:
-  """N-LAMB: LAMB with a Nesterov first moment (the paper's appendix; Nadam inside LAMB).
+nlamb = _nesterov_lamb_alias("nlamb", nesterov_second_moment=False, doc="""\
+N-LAMB: LAMB with a Nesterov first moment (the paper's appendix; Nadam inside LAMB).
 
   ``r`` of :func:`lamb_optax.lamb` is replaced by the Nesterov estimate of
   :func:`lamb_optax.transforms.scale_by_nesterov_adam` (its docstring states the equations and
-  their provenance); decay, trust ratio and masks are as in LAMB.
+  their provenance); decay, trust ratio and masks are as in LAMB. Arguments as
+  :func:`lamb_optax.lamb`'s, without its bounds, bias-correction switch and ``mu_dtype``.
 
   >>> import jax.numpy as jnp, lamb_optax
   >>> tx = lamb_optax.nlamb(0.1)
@@ -310,25 +331,16 @@ def nlamb(
          [-0.1, -0.1]], dtype=float32)
 
   Reference: You et al., ICLR 2020, https://arxiv.org/abs/1904.00962, appendix (N-LAMB).
-  """
-  return _nesterov_lamb(learning_rate, b1, b2, eps, eps_root, weight_decay, weight_decay_mask,
-                        trust_ratio_mask, stacked_axes, nesterov_second_moment=False)
+  """)
 
+nnlamb = _nesterov_lamb_alias("nnlamb", nesterov_second_moment=True, doc="""\
+NN-LAMB: N-LAMB with the Nesterov look-ahead on the second moment too (paper's appendix).
 
-def nnlamb(
-    learning_rate: float | optax.Schedule,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-6,
-    eps_root: float = 0.0,
-    weight_decay: float = 0.01,
-    weight_decay_mask: MaskSpec = masks.DEFAULT_WEIGHT_DECAY_MASK,
-    trust_ratio_mask: MaskSpec = None,
-    stacked_axes: StackedAxesSpec = None,
-) -> optax.GradientTransformation:
-  """NN-LAMB: N-LAMB with the Nesterov look-ahead on the second moment too (paper's appendix).
+  Same arguments as :func:`nlamb`.
 
-  >>> import jax.numpy as jnp, lamb_optax
+  >>> import inspect, jax.numpy as jnp, lamb_optax
+  >>> inspect.signature(lamb_optax.nnlamb) == inspect.signature(lamb_optax.nlamb)
+  True
   >>> tx = lamb_optax.nnlamb(0.1)
   >>> params = {"w": {"kernel": jnp.ones((2, 2))}}
   >>> u, _ = tx.update({"w": {"kernel": jnp.ones((2, 2))}}, tx.init(params), params)
@@ -337,11 +349,10 @@ def nnlamb(
          [-0.1, -0.1]], dtype=float32)
 
   Reference: You et al., ICLR 2020, https://arxiv.org/abs/1904.00962, appendix (NN-LAMB).
-  """
-  return _nesterov_lamb(learning_rate, b1, b2, eps, eps_root, weight_decay, weight_decay_mask,
-                        trust_ratio_mask, stacked_axes, nesterov_second_moment=True)
+  """)
 
 
+@masks.static_structure_args
 def adamw_baseline(
     learning_rate: float | optax.Schedule,
     b1: float = 0.9,
@@ -352,8 +363,8 @@ def adamw_baseline(
     weight_decay_mask: MaskSpec = masks.DEFAULT_WEIGHT_DECAY_MASK,
     bias_correction: bool = True,
     stacked_axes: StackedAxesSpec = None,
-    mu_dtype: Optional[chex.ArrayDType] = None,
-    max_grad_norm: Optional[float] = None,
+    mu_dtype: chex.ArrayDType | None = None,
+    max_grad_norm: float | None = None,
 ) -> optax.GradientTransformation:
   """AdamW as BERT's baseline uses it: :func:`lamb_optax.lamb` without the trust ratio.
 

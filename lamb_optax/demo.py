@@ -22,7 +22,7 @@ import lamb_optax
 def init_mlp(key: jax.Array, sizes: Sequence[int], scale: float = 1.0) -> dict:
   """Dense layers named as Flax names them, so the default decay mask recognises them."""
   params = {}
-  for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+  for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
     key, sub = jax.random.split(key)
     params[f"Dense_{i}"] = {
         "kernel": scale * jax.random.normal(sub, (n_in, n_out)) / jnp.sqrt(n_in),
@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"  {name:6s} trained in {time.perf_counter() - start:.1f}s")
 
   print("\nstep   " + "".join(f"{name:>12s}" for name in results))
-  for row in zip(*(losses for losses, _ in results.values())):
+  for row in zip(*(losses for losses, _ in results.values()), strict=True):
     print(f"{row[0][0]:<7d}" + "".join(f"{loss:12.5f}" for _, loss in row))
 
   print("\nLAMB trust ratios ‖x‖/‖u‖ at the last step (biases: plain Adam, no ratio):")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +34,7 @@ def _flat(tree) -> dict[str, jax.Array]:
 
 
 def trust_ratio_summary(
-    opt_state: Any, params: Any, updates: Optional[Any] = None
+    opt_state: Any, params: Any, updates: Any | None = None
 ) -> dict[str, jax.Array]:
   """Per layer group, the min/mean/max trust ratio and the weight and update norms.
 
@@ -78,7 +78,7 @@ def trust_ratio_summary(
       groups.setdefault(name, []).append((flat_ratio[i], x_norms[i], u_norms[i]))
   summary = {}
   for name, rows in sorted(groups.items()):
-    r, w, u = (jnp.stack(col) for col in zip(*rows))
+    r, w, u = (jnp.stack(col) for col in zip(*rows, strict=True))
     summary[f"{name}/ratio_min"] = jnp.min(r)
     summary[f"{name}/ratio_mean"] = jnp.mean(r)
     summary[f"{name}/ratio_max"] = jnp.max(r)

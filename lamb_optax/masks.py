@@ -8,20 +8,30 @@ per-leaf values, once, at trace time.
 
 Masks are *static*: every leaf's decision is a Python ``bool`` known when the optimizer is traced,
 so the compiled update contains no ``where`` over whole tensors and no work for masked-out leaves.
+
+Specs are matched to the params by key names, not container types: a plain dict describes params
+that arrive as ``nnx.State`` (``nnx.Optimizer``), ``FrozenDict``, registered dataclasses or
+``optax.masked``/``optax.multi_transform`` trees with ``MaskedNode`` holes. Callables get the
+params exactly as the optimizer is handed them. :func:`static_structure_args` keeps these
+arguments static under ``optax.inject_hyperparams``.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import re
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Union
+from typing import Any, TypeVar, cast
 
 import jax
 import numpy as np
 
+from lamb_optax import validation
+
 PyTree = Any
-MaskSpec = Union[None, bool, PyTree, Callable[[PyTree], PyTree]]
-StackedAxesSpec = Union[None, int, PyTree, Callable[[PyTree], PyTree]]
+MaskSpec = bool | PyTree | Callable[[PyTree], PyTree] | None
+StackedAxesSpec = int | PyTree | Callable[[PyTree], PyTree] | None
 
 # Leaf names that Flax (and the TF/PyTorch checkpoints it imports) give to biases and to the
 # affine parameters of normalisation layers. Google's and NVIDIA's BERT recipes exclude these
@@ -104,7 +114,8 @@ def default_weight_decay_mask(params: PyTree) -> PyTree:
   >>> default_weight_decay_mask({"Dense_0": {"kernel": 0, "bias": 0},
   ...                            "LayerNorm_0": {"scale": 0, "bias": 0},
   ...                            "embed": {"embedding": 0}})
-  {'Dense_0': {'bias': False, 'kernel': True}, 'LayerNorm_0': {'bias': False, 'scale': False}, 'embed': {'embedding': True}}
+  {'Dense_0': {'bias': False, 'kernel': True}, 'LayerNorm_0': {'bias': False, 'scale': False},
+   'embed': {'embedding': True}}
   """
 
   def decayed(path: str) -> bool:
@@ -129,20 +140,131 @@ class _DefaultWeightDecayMask:
 
 DEFAULT_WEIGHT_DECAY_MASK = _DefaultWeightDecayMask()
 
+# Arguments that decide the program's structure, which no schedule may change.
+STRUCTURE_ARGS = frozenset(
+    {"mask", "weight_decay_mask", "trust_ratio_mask", "stacked_axes", "mu_dtype"})
 
-def _broadcast_prefix(spec: PyTree, params: PyTree, argname: str) -> PyTree:
-  """Expands ``spec`` (a prefix of ``params``' structure) to one value per params leaf."""
-  try:
-    return jax.tree.map(
-        lambda value, subtree: jax.tree.map(lambda _: value, subtree), spec, params
-    )
-  except (ValueError, TypeError) as e:
+_Factory = TypeVar("_Factory", bound=Callable[..., Any])
+
+
+class _Static:
+  """A structure argument on its way through ``optax.inject_hyperparams``, unwrapped after."""
+
+  __slots__ = ("value",)
+
+  def __init__(self, value: Any):
+    self.value = value
+
+  def __repr__(self) -> str:
+    return f"_Static({self.value!r})"
+
+
+class _StructureArgsSignature(inspect.Signature):
+  """A signature whose ``bind`` wraps the :data:`STRUCTURE_ARGS` it binds in :class:`_Static`.
+
+  ``optax.inject_hyperparams`` binds the factory's arguments with ``inspect.signature(f).bind``,
+  then takes every callable for a schedule of the step count (a mask or ``stacked_axes``
+  function would be called with the count instead of the params) and every number for a
+  hyperparameter it turns into an array (an int ``stacked_axes`` would stop being static).
+  Wrapped, they are neither, so they reach the factory as given, ``static_args`` or not.
+  """
+
+  __slots__ = ()
+
+  def bind(self, /, *args: Any, **kwargs: Any) -> inspect.BoundArguments:
+    bound = super().bind(*args, **kwargs)
+    for name in STRUCTURE_ARGS.intersection(bound.arguments):
+      bound.arguments[name] = _Static(bound.arguments[name])
+    return bound
+
+
+def static_structure_args(factory: _Factory) -> _Factory:
+  """Decorates an optimizer factory so that ``optax.inject_hyperparams`` keeps its masks,
+  ``stacked_axes`` and ``mu_dtype`` as given (callables included), with no ``static_args``.
+
+  The decorated factory also refuses strings as masks or ``stacked_axes`` at construction
+  (:func:`lamb_optax.validation.check_structure_spec`).
+
+  >>> import jax.numpy as jnp, optax, lamb_optax
+  >>> tx = optax.inject_hyperparams(lamb_optax.lamb)(
+  ...     learning_rate=0.1, stacked_axes=lambda p: {k: int(k == "layers") for k in p})
+  >>> state = tx.init({"layers": jnp.ones((3, 2)), "head": jnp.ones(2)})
+  >>> lamb_optax.trust_ratios(state)["layers"].shape  # one ratio per stacked layer
+  (3,)
+  """
+
+  signature = inspect.signature(factory)
+  specs = [name for name in signature.parameters if name in STRUCTURE_ARGS - {"mu_dtype"}]
+
+  @functools.wraps(factory)
+  def wrapped(*args: Any, **kwargs: Any) -> Any:
+    args = tuple(a.value if isinstance(a, _Static) else a for a in args)
+    kwargs = {k: v.value if isinstance(v, _Static) else v for k, v in kwargs.items()}
+    bound = signature.bind(*args, **kwargs).arguments
+    for name in specs:
+      if name in bound:
+        validation.check_structure_spec(bound[name], name)
+    return factory(*args, **kwargs)
+
+  # inspect.signature reads __signature__, which typeshed does not declare on functions.
+  cast(Any, wrapped).__signature__ = _StructureArgsSignature.from_callable(factory)
+  return cast(_Factory, wrapped)
+
+
+def _children(tree: PyTree) -> tuple[list[tuple[str, PyTree]], Any] | None:
+  """One level of ``tree``: (name, child) pairs and the node's treedef; None for a leaf.
+
+  Names are the key names of :func:`path_to_str`, so a dict key, a dataclass field, a
+  ``FrozenDict`` or ``nnx.State`` key and a list index all read the same.
+  """
+  flat, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: x is not tree)
+  if jax.tree_util.treedef_is_leaf(treedef) and treedef.num_leaves == 1:
+    return None
+  return [(_key_name(path[0]), child) for path, child in flat], treedef
+
+
+def _match_structure(spec: PyTree, params: PyTree, argname: str, where: tuple[str, ...] = ()
+                     ) -> PyTree:
+  """Expands ``spec`` (a prefix of ``params``, matched by key names) to one value per leaf.
+
+  Matching by names rather than by container types lets a plain dict describe params that
+  arrive as ``nnx.State``, ``FrozenDict``, registered dataclasses or ``optax.masked`` trees (whose
+  masked-out subtrees are leafless ``MaskedNode`` holes, skipped here). The result has the
+  params' own containers.
+
+  >>> import collections
+  >>> Dense = collections.namedtuple("Dense", "kernel bias")
+  >>> _match_structure({"dense": {"kernel": True, "bias": False}}, {"dense": Dense(1, 2)}, "mask")
+  {'dense': Dense(kernel=True, bias=False)}
+  """
+  spec_level = _children(spec)
+  if spec_level is None:  # a leaf of the spec decides the whole params subtree
+    return jax.tree.map(lambda _: spec, params)
+  if not jax.tree.leaves(params):  # None, MaskedNode, empty container: nothing to decide
+    return params
+  params_level = _children(params)
+  here = "/".join(where) or "(root)"
+  if params_level is None:
+    raise ValueError(f"`{argname}` has a subtree at '{here}', where the params have a leaf.")
+  spec_children = dict(spec_level[0])
+  names = [name for name, _ in params_level[0]]
+  extra = sorted(set(spec_children) - set(names))
+  if extra:
     raise ValueError(
-        f"`{argname}` must have the tree structure of the params (or a prefix of it); got "
-        f"{jax.tree.structure(spec)} for params {jax.tree.structure(params)}. Build it from the "
-        f"params, e.g. `jax.tree.map(lambda p: ..., params)`, or pass a callable "
-        f"`params -> pytree`. ({e})"
-    ) from None
+        f"`{argname}` has {extra} at '{here}', which the params lack (they have {sorted(names)})."
+    )
+  matched = []
+  for name, child in params_level[0]:
+    if name not in spec_children:
+      if not jax.tree.leaves(child):
+        matched.append(child)
+        continue
+      raise ValueError(
+          f"`{argname}` has no entry for the params' '{'/'.join(where + (name,))}' (it has "
+          f"{sorted(spec_children)} at '{here}')."
+      )
+    matched.append(_match_structure(spec_children[name], child, argname, where + (name,)))
+  return params_level[1].unflatten(matched)
 
 
 def resolve_mask(mask: MaskSpec, params: PyTree, argname: str = "mask") -> PyTree:
@@ -150,7 +272,8 @@ def resolve_mask(mask: MaskSpec, params: PyTree, argname: str = "mask") -> PyTre
 
   ``None`` and ``True`` select every leaf, ``False`` none; :data:`DEFAULT_WEIGHT_DECAY_MASK`
   means :func:`default_weight_decay_mask`; a callable is called on ``params``;
-  a pytree must match ``params`` (or be a prefix of it). Leaves must be static (Python or NumPy
+  a pytree must match ``params`` (or be a prefix of it) by key names, whatever the containers
+  (see :func:`_match_structure`). Leaves must be static (Python or NumPy
   bools, or concrete arrays), since masks decide the program's shape, not its values.
   """
   if mask is None:
@@ -159,9 +282,12 @@ def resolve_mask(mask: MaskSpec, params: PyTree, argname: str = "mask") -> PyTre
     mask = default_weight_decay_mask
   if callable(mask):
     mask = mask(params)
-  expanded = _broadcast_prefix(mask, params, argname)
+  expanded = _match_structure(mask, params, argname)
 
-  def to_bool(value: Any) -> bool:
+  def to_bool(path, value: Any) -> bool:
+    if isinstance(value, (str, bytes)):  # bool("kernel") is True: it would select every leaf
+      raise TypeError(f"`{argname}` leaves must be booleans, got {value!r} at "
+                      f"'{path_to_str(path)}'. To select by name use `lamb_optax.path_mask`.")
     if isinstance(value, jax.core.Tracer):
       raise TypeError(
           f"`{argname}` leaves must be static booleans, got a traced value. Compute the mask "
@@ -171,7 +297,7 @@ def resolve_mask(mask: MaskSpec, params: PyTree, argname: str = "mask") -> PyTre
       raise TypeError(f"`{argname}` leaves must be scalar booleans, got shape {np.shape(value)}.")
     return bool(value)
 
-  return jax.tree.map(to_bool, expanded)
+  return jax.tree_util.tree_map_with_path(to_bool, expanded)
 
 
 def resolve_stacked_axes(
@@ -188,7 +314,7 @@ def resolve_stacked_axes(
     stacked_axes = 0
   if callable(stacked_axes):
     stacked_axes = stacked_axes(params)
-  expanded = _broadcast_prefix(stacked_axes, params, argname)
+  expanded = _match_structure(stacked_axes, params, argname)
 
   def check(path, axes, leaf) -> int:
     if isinstance(axes, (bool, np.bool_)) or not isinstance(axes, (int, np.integer)):

@@ -12,7 +12,8 @@ imports only jax and optax, so recipes can be checked without the trainer.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import optax
@@ -103,14 +104,14 @@ LR_SCHEDULES = {
 
 def schedule(config: Any) -> optax.Schedule:
   """The schedule ``config.lr_schedule`` names (default ``"polynomial"``:
-  :func:`lamb_optax.schedules.warmup_polynomial_decay`) with the config's numbers."""
+  :func:`lamb_optax.schedules.warmup_polynomial_decay_over_run`) with the config's numbers."""
   name = config.get("lr_schedule", "polynomial")
   peak, total, warmup = config.learning_rate, config.num_train_steps, config.warmup_steps
   if name == "polynomial":
-    return schedules.warmup_polynomial_decay(
+    return schedules.warmup_polynomial_decay_over_run(
         peak, total, warmup, power=config.decay_power, end_value=config.end_learning_rate)
   if name == "warmup_polynomial":
-    return schedules.warmup_then_polynomial_decay(
+    return schedules.warmup_polynomial_decay_after_warmup(
         peak, total, warmup, power=config.decay_power, end_value=config.end_learning_rate)
   if name == "warmup_cosine":
     return schedules.warmup_cosine_decay(peak, total, warmup, end_value=config.end_learning_rate)

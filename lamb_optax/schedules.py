@@ -35,16 +35,17 @@ def _check_warmup(warmup_steps, total_steps, what: str = "") -> None:
         f"{total_steps}); shorten the warmup or lengthen the run.")
 
 
-def warmup_polynomial_decay(
+def warmup_polynomial_decay_over_run(
     peak_value: float,
     total_steps: int,
     warmup_steps: int,
     power: float = 1.0,
     end_value: float = 0.0,
 ) -> optax.Schedule:
-  """Linear warmup from 0 to ``peak_value``, then polynomial decay to ``end_value``.
+  """Linear warmup from 0 to ``peak_value``, then polynomial decay measured over the whole run.
 
-  As in Google's and NVIDIA's BERT code, the decay is measured over the whole run::
+  As in Google's and NVIDIA's BERT code, the decay fraction counts from step 0, not from the end
+  of the warmup (compare :func:`warmup_polynomial_decay_after_warmup`)::
 
     lr(t) = peak · t / warmup                                     t <  warmup
     lr(t) = end + (peak − end) · (1 − t / total) ** power          warmup ≤ t ≤ total
@@ -54,7 +55,7 @@ def warmup_polynomial_decay(
   rate steps from ``peak·(warmup−1)/warmup`` to ``peak·(1 − warmup/total)**power`` at the end of
   the warmup, rather than decaying from the peak over the remaining steps.
 
-  >>> s = warmup_polynomial_decay(1.0, total_steps=100, warmup_steps=10)
+  >>> s = warmup_polynomial_decay_over_run(1.0, total_steps=100, warmup_steps=10)
   >>> [round(float(s(t)), 3) for t in (0, 5, 10, 55, 100, 200)]
   [0.0, 0.5, 0.9, 0.45, 0.0, 0.0]
   """
@@ -82,8 +83,8 @@ def two_phase_schedule(
 ) -> optax.Schedule:
   """Phase 1 until ``phase2_start``, then phase 2 from its own step 0 (so it re-warms).
 
-  >>> p1 = warmup_polynomial_decay(6e-3, total_steps=7038, warmup_steps=2000, power=0.5)
-  >>> p2 = warmup_polynomial_decay(4e-3, total_steps=1563, warmup_steps=200, power=0.5)
+  >>> p1 = warmup_polynomial_decay_over_run(6e-3, 7038, warmup_steps=2000, power=0.5)
+  >>> p2 = warmup_polynomial_decay_over_run(4e-3, 1563, warmup_steps=200, power=0.5)
   >>> s = two_phase_schedule(p1, p2, phase2_start=7038)
   >>> float(s(7038)), round(float(s(7138)), 6)
   (0.0, 0.002)
@@ -105,8 +106,8 @@ def bert_two_phase_schedule(
   >>> round(float(s(2000)), 6), float(s(7038)), round(float(s(7138)), 6)
   (0.005997, 0.0, 0.002)
   """
-  p1 = warmup_polynomial_decay(phase1_peak, phase1_steps, phase1_warmup, power)
-  p2 = warmup_polynomial_decay(phase2_peak, phase2_steps, phase2_warmup, power)
+  p1 = warmup_polynomial_decay_over_run(phase1_peak, phase1_steps, phase1_warmup, power)
+  p2 = warmup_polynomial_decay_over_run(phase2_peak, phase2_steps, phase2_warmup, power)
   phase2_start = phase1_steps if phase2_start is None else phase2_start
   if not 0 < phase2_start <= phase1_steps:
     raise ValueError(
@@ -142,8 +143,8 @@ def paper_learning_rate(batch_size: int) -> float:
   32k     0.0    5e-3        1/5
   ======  =====  ==========  =============
 
-  The table is *recalled* from secondary sources (shared/reference/lamb.md), not re-read from
-  the paper; check it against arXiv:1904.00962 before quoting it.
+  The table came from secondary sources and is not verified against arXiv:1904.00962 (see
+  docs/lamb.md); check it against the paper before quoting it.
 
   >>> paper_learning_rate(512), paper_learning_rate(32768)
   (0.000625, 0.005)
@@ -185,11 +186,12 @@ def paper_schedule(batch_size: int, total_steps: int, power: float = 1.0) -> opt
   (0.004998, 0.004)
   """
   warmup = round(paper_warmup_ratio(batch_size) * total_steps)
-  return warmup_polynomial_decay(paper_learning_rate(batch_size), total_steps, warmup, power)
+  return warmup_polynomial_decay_over_run(
+      paper_learning_rate(batch_size), total_steps, warmup, power)
 
 
 # Vision recipes: the decay starts after the warmup (optax's convention), not at step 0 as in
-# BERT's warmup_polynomial_decay above.
+# BERT's warmup_polynomial_decay_over_run above.
 
 
 def _check_rates(peak_value, end_value) -> None:
@@ -208,9 +210,16 @@ def _warmup_then(peak_value: float, warmup_steps: int, after: optax.Schedule) ->
       [optax.linear_schedule(0.0, peak_value, warmup_steps), after], [warmup_steps])
 
 
-def warmup_then_polynomial_decay(peak_value: float, total_steps: int, warmup_steps: int,
-                                 power: float = 2.0, end_value: float = 0.0) -> optax.Schedule:
-  """Linear warmup, then polynomial decay from the peak over the steps *after* the warmup::
+def warmup_polynomial_decay_after_warmup(
+    peak_value: float,
+    total_steps: int,
+    warmup_steps: int,
+    power: float = 2.0,
+    end_value: float = 0.0,
+) -> optax.Schedule:
+  """Linear warmup, then polynomial decay from the peak over the steps *after* the warmup.
+
+  Unlike :func:`warmup_polynomial_decay_over_run`, the decay starts at the peak::
 
     lr(t) = peak · t / warmup                                                  t < warmup
     lr(t) = end + (peak − end) · (1 − (t − warmup) / (total − warmup)) ** power   t ≥ warmup
@@ -218,7 +227,7 @@ def warmup_then_polynomial_decay(peak_value: float, total_steps: int, warmup_ste
   The MLPerf ResNet-50 LARS schedule (power 2, end 1e-4; ``lars_util.poly_rate_schedule`` in
   mlcommons/training_results_v0.7, which divides by ``total − warmup + 1``: one step apart).
 
-  >>> s = warmup_then_polynomial_decay(10.0, total_steps=110, warmup_steps=10, end_value=0.0)
+  >>> s = warmup_polynomial_decay_after_warmup(10.0, total_steps=110, warmup_steps=10)
   >>> [round(float(s(t)), 3) for t in (0, 5, 10, 60, 110)]
   [0.0, 5.0, 10.0, 2.5, 0.0]
   """

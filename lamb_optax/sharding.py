@@ -32,15 +32,17 @@ import contextvars
 import functools
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Union
+from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec
 
-MeshAxes = Union[None, str, tuple[str, ...]]
+MeshAxes = str | tuple[str, ...] | None
 Rules = Sequence[tuple[str, MeshAxes]]
-LogicalAxes = Sequence[Union[str, None]]
+LogicalAxes = Sequence[str | None]
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -176,7 +178,7 @@ def logical_to_mesh_axes(
   rules = current_rules() if rules is None else rules
   known_names = {name for name, _ in rules}
   used: set[str] = set()
-  spec = []
+  spec: list[MeshAxes] = []
   for name in logical_axes:
     if name is None:
       spec.append(None)
@@ -240,7 +242,7 @@ def _auto_axes(mesh) -> tuple[str, ...]:
   return tuple(a for a in mesh.axis_names if a not in mesh.manual_axes)
 
 
-def first_batch_row(rows_here: int) -> Union[int, jax.Array]:
+def first_batch_row(rows_here: int) -> int | jax.Array:
   """The global index of the first batch row that code sees, where it sees ``rows_here`` rows.
 
   0, except inside a ``jax.shard_map`` that makes some of the batch's mesh axes manual (the train
@@ -275,7 +277,8 @@ def logical_axes_tree(state: Any) -> Any:
   """Per-variable logical axes (a tuple, ``None`` per unnamed dimension) of an NNX state.
 
   Variables without :data:`LOGICAL_AXES_KEY` metadata are replicated (all ``None``). The result
-  has the structure of ``state`` with each Variable holding its tuple, as ``nnx.get_partition_spec``.
+  has the structure of ``state`` with each Variable holding its tuple, as
+  ``nnx.get_partition_spec``.
   """
 
   def axes_of(variable):
@@ -325,7 +328,8 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
 
-def like_params(tree: Any, params: Any, param_shardings: Any, default: jax.sharding.Sharding) -> Any:
+def like_params(tree: Any, params: Any, param_shardings: Any,
+                default: jax.sharding.Sharding) -> Any:
   """Shardings for a tree built from the params, such as an optimizer state.
 
   A leaf whose key path ends with a param's path and has its shape (a moment) gets that param's
@@ -335,7 +339,7 @@ def like_params(tree: Any, params: Any, param_shardings: Any, default: jax.shard
   """
   by_path = {}
   for (path, p), s in zip(jax.tree_util.tree_flatten_with_path(params)[0],
-                          jax.tree.leaves(param_shardings)):
+                          jax.tree.leaves(param_shardings), strict=True):
     by_path[tuple(path)] = (p.shape, s)
 
   def sharding_of(path, leaf):
@@ -372,7 +376,9 @@ def _check_process_rows(batch_sharding: jax.sharding.Sharding, global_rows: int,
                         process: int) -> None:
   """Checks this process's devices hold the contiguous rows block ``process`` (see to_global)."""
   indices = batch_sharding.addressable_devices_indices_map((global_rows,)).values()
-  held = sorted({r for index in indices for r in range(*index[0].indices(global_rows))})
+  # A device holding no part of the array has index None.
+  held = sorted({r for index in indices if index is not None
+                 for r in range(*index[0].indices(global_rows))})
   block = global_rows // jax.process_count()
   if held != list(range(process * block, (process + 1) * block)):
     span = f"[{held[0]}, {held[-1] + 1})" if held else "none"

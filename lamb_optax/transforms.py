@@ -6,10 +6,12 @@
 * :func:`clip_by_global_norm`: ``optax.clip_by_global_norm`` with the norm taken in float32 (at
   least), as apex does, so that float16 gradients with a norm above 256 do not overflow.
 
-Every transform takes any pytree of params (dicts, lists, tuples, NamedTuples, None leaves),
-real or complex leaves (norms are ``sqrt(sum |x|²)``, ratios real), and keeps each state leaf's
-shape and dtype across ``update`` (so states can be ``lax.scan``/``lax.cond`` carries, also under
-x64). Hyperparameters may be traced (``optax.inject_hyperparams``).
+Every transform takes any pytree of params (dicts, lists, tuples, NamedTuples, None leaves,
+``nnx.State``, ``FrozenDict``, dataclasses, ``optax.masked``'s ``MaskedNode`` holes), real or
+complex leaves (norms are ``sqrt(sum |x|²)``, ratios real), and keeps each state leaf's shape and
+dtype across ``update`` (so states can be ``lax.scan``/``lax.cond`` carries, also under x64).
+Hyperparameters may be traced (``optax.inject_hyperparams``), and ``jax.grad`` through ``update``
+stays finite at zero-norm layers (meta-learned learning rates).
 
 The LARS momentum of the paper's Algorithm 1 (``m = β1·m + (1-β1)·(g + λx)``) needs no new
 transform: it is ``optax.add_decayed_weights`` followed by ``optax.ema(β1, debias=False)``.
@@ -21,7 +23,7 @@ Minutes", ICLR 2020 (arXiv:1904.00962), Algorithms 1 (LARS) and 2 (LAMB).
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import chex
 import jax
@@ -40,11 +42,21 @@ class ScaleByTrustRatioState(NamedTuple):
 
   ``ratios`` mirrors the params: for an adapted leaf, an array of shape
   ``leaf.shape[:stacked_axes]`` in :func:`ratio_dtype` of the leaf (float32 for float32,
-  bfloat16, float16 and complex64 leaves; float64 for float64/complex128 ones) (a scalar for an ordinary leaf, one ratio per layer for a stacked
-  one); ``None`` for a leaf outside the trust-ratio mask. Before the first update they are 1.
+  bfloat16, float16 and complex64 leaves; float64 for float64/complex128 ones) (a scalar for an
+  ordinary leaf, one ratio per layer for a stacked one); ``None`` for a leaf outside the
+  trust-ratio mask. Before the first update they are 1.
+
+  Params without leaves give one empty float32 array of shape ``(0,)`` instead of a tree. That
+  includes the leafless placeholder ``optax.tree_map_params`` initialises with, so there the
+  ratios do not pass for a copy of the params (whose shardings or specs would not fit them):
+  they go to its ``transform_non_params`` like the step count.
   """
 
   ratios: PyTree
+
+
+def _no_ratios() -> jax.Array:
+  return jnp.zeros((0,), jnp.float32)
 
 
 def ratio_dtype(dtype: Any) -> jnp.dtype:
@@ -68,7 +80,12 @@ def layer_norms(x: jax.Array, stacked_axes: int) -> jax.Array:
   x = jnp.asarray(x)
   x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
   sq = jnp.square(jnp.abs(x)) if jnp.iscomplexobj(x) else jnp.square(x)
-  return jnp.sqrt(jnp.sum(sq, axis=tuple(range(stacked_axes, x.ndim))))
+  sum_sq = jnp.sum(sq, axis=tuple(range(stacked_axes, x.ndim)))
+  # sqrt has an infinite derivative at 0, which turns a zero-norm layer's gradient (through
+  # `update`, e.g. w.r.t. an injected learning rate) into NaN; the inner where keeps both
+  # branches finite, as optax.safe_norm does. Per layer, so it costs nothing next to the sum.
+  zero = sum_sq == 0
+  return jnp.where(zero, 0, jnp.sqrt(jnp.where(zero, 1, sum_sq)))
 
 
 def trust_ratio(
@@ -98,8 +115,10 @@ def trust_ratio(
   param_norm = jnp.maximum(param_norm, min_norm)
   update_norm = jnp.maximum(update_norm, min_norm)
   phi = param_norm if weight_norm_bounds is None else jnp.clip(param_norm, *weight_norm_bounds)
-  ratio = trust_coefficient * phi / (update_norm + eps)
-  ratio = jnp.where((phi == 0) | (update_norm == 0), 1.0, ratio)
+  fallback = (phi == 0) | (update_norm == 0)
+  # Divide by 1 where the ratio falls back, so that no 0/0 reaches the backward pass either.
+  ratio = trust_coefficient * phi / jnp.where(fallback, 1, update_norm + eps)
+  ratio = jnp.where(fallback, 1.0, ratio)
   if trust_ratio_bounds is not None:
     ratio = jnp.clip(ratio, *trust_ratio_bounds)
   return ratio
@@ -109,6 +128,7 @@ def _broadcast_to_leaf(ratio: jax.Array, leaf: jax.Array) -> jax.Array:
   return ratio.reshape(ratio.shape + (1,) * (leaf.ndim - ratio.ndim))
 
 
+@masks.static_structure_args
 def scale_by_trust_ratio(
     min_norm: float = 0.0,
     trust_coefficient: float = 1.0,
@@ -162,7 +182,7 @@ def scale_by_trust_ratio(
   validation.check_nonnegative(eps, "eps")
   validation.check_bounds(weight_norm_bounds, "weight_norm_bounds")
   validation.check_bounds(trust_ratio_bounds, "trust_ratio_bounds")
-  ratio_kwargs = dict(
+  ratio_kwargs: dict[str, Any] = dict(
       min_norm=min_norm,
       trust_coefficient=trust_coefficient,
       eps=eps,
@@ -176,6 +196,8 @@ def scale_by_trust_ratio(
     return adapted, axes
 
   def init_fn(params):
+    if not jax.tree.leaves(params):
+      return ScaleByTrustRatioState(ratios=_no_ratios())
     adapted, axes = resolve(params)
     ratios = jax.tree.map(
         lambda p, a, k: jnp.ones(jnp.shape(p)[:k], ratio_dtype(jnp.result_type(p))) if a else None,
@@ -186,13 +208,16 @@ def scale_by_trust_ratio(
   def update_fn(updates, state, params=None):
     if params is None:
       raise ValueError(optax.NO_PARAMS_MSG)
+    if not jax.tree.leaves(params):
+      return updates, ScaleByTrustRatioState(ratios=_no_ratios())
     adapted, axes = resolve(params)
     # Work on flat leaf lists cut by the params' treedef: mapping a function that returns pairs
     # and unzipping them would mistake the user's own tuple nodes for pairs.
     treedef = jax.tree.structure(params)
     leaves = zip(treedef.flatten_up_to(updates), jax.tree.leaves(params),
-                 treedef.flatten_up_to(adapted), treedef.flatten_up_to(axes))
-    new_updates, ratios = [], []
+                 treedef.flatten_up_to(adapted), treedef.flatten_up_to(axes), strict=True)
+    new_updates: list[jax.Array] = []
+    ratios: list[jax.Array | None] = []
     for u, p, a, k in leaves:
       if not a:
         new_updates.append(u)
@@ -215,7 +240,7 @@ def scale_by_adam(
     eps_root: float = 0.0,
     *,
     bias_correction: bool = True,
-    mu_dtype: Optional[chex.ArrayDType] = None,
+    mu_dtype: chex.ArrayDType | None = None,
 ) -> optax.GradientTransformation:
   """``optax.scale_by_adam``, with a switch to turn bias correction off.
 
@@ -405,5 +430,7 @@ def trust_ratios(opt_state: PyTree) -> dict[str, jax.Array]:
         f"{len(found)}. Pass the state of an optimizer built with lamb_optax's trust ratio."
     )
   leaves, _ = jax.tree_util.tree_flatten_with_path(found[0].ratios)
+  if len(leaves) == 1 and jnp.shape(leaves[0][1]) == (0,):  # params without leaves
+    return {}
   return {masks.path_to_str(path): ratio for path, ratio in leaves}
 

@@ -3,6 +3,9 @@
 Each check raises a ``TypeError``/``ValueError`` that names the argument and says what it must be,
 so a bad recipe fails where it is written, never inside a jitted trace.
 
+Strings are refused wherever a number, a mask or ``stacked_axes`` is expected: ``float("1e-3")``
+and ``bool("kernel")`` would otherwise accept them with a meaning nobody intended.
+
 Only concrete Python/NumPy values are checked. JAX arrays (and tracers) pass unchecked: that is
 how ``optax.inject_hyperparams`` hands hyperparameters to the alias, inside ``jit``, at every
 update, and a check there could neither call ``float`` nor raise usefully.
@@ -11,12 +14,12 @@ update, and a check there could neither call ``float`` nor raise usefully.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-Bounds = Optional[tuple[float, float]]
+Bounds = tuple[float, float] | None
 
 
 def is_traced(value: Any) -> bool:
@@ -32,10 +35,14 @@ def check_bounds(bounds: Bounds, argname: str) -> None:
   """Raises a ValueError naming ``argname`` unless ``bounds`` is None or 0 <= lo <= hi."""
   if bounds is None or (isinstance(bounds, (tuple, list)) and any(map(is_traced, bounds))):
     return
+  if isinstance(bounds, (str, bytes)) or (
+      isinstance(bounds, (tuple, list)) and any(isinstance(b, (str, bytes)) for b in bounds)):
+    raise TypeError(f"`{argname}` must be a pair (lo, hi) of numbers or None, got {bounds!r}.")
   try:
     lo, hi = (float(b) for b in bounds)
   except (TypeError, ValueError):
-    raise TypeError(f"`{argname}` must be a pair (lo, hi) of numbers or None, got {bounds!r}.")
+    raise TypeError(
+        f"`{argname}` must be a pair (lo, hi) of numbers or None, got {bounds!r}.") from None
   if math.isnan(lo) or math.isnan(hi) or lo < 0 or lo > hi:
     raise ValueError(
         f"`{argname}` must satisfy 0 <= lo <= hi (use math.inf for no upper bound), "
@@ -47,6 +54,8 @@ def check_nonnegative(value: Any, argname: str) -> None:
   """Raises a ValueError naming ``argname`` unless ``value`` is a finite number >= 0."""
   if callable(value) or is_traced(value):
     return
+  if isinstance(value, (str, bytes)):
+    raise TypeError(f"`{argname}` must be a number, got the string {value!r}.")
   try:
     value = float(value)
   except (TypeError, ValueError):
@@ -68,6 +77,30 @@ def check_learning_rate(learning_rate: Any) -> None:
   """A schedule passes; a number must be finite and >= 0."""
   if not callable(learning_rate):
     check_nonnegative(learning_rate, "learning_rate")
+
+
+def check_structure_spec(spec: Any, argname: str) -> None:
+  """Raises a TypeError naming ``argname`` if a mask or ``stacked_axes`` spec holds a string.
+
+  Callables pass (they are resolved against the params at ``init``), as do pytrees of bools or
+  ints, whose structure is checked there too.
+
+  >>> check_structure_spec("kernel", "weight_decay_mask")  # doctest: +ELLIPSIS
+  Traceback (most recent call last):
+  TypeError: `weight_decay_mask` must be a pytree of bools or a callable ..., got 'kernel'. ...
+  """
+  if callable(spec):
+    return
+  for leaf in jax.tree.leaves(spec):
+    if isinstance(leaf, (str, bytes)):
+      if argname == "stacked_axes":
+        what, hint = "ints", "pass a callable, e.g. `lambda p: {k: int(k == 'layers') for k in p}`"
+      else:
+        what, hint = "bools", "use `lamb_optax.path_mask(include=...)`"
+      raise TypeError(
+          f"`{argname}` must be a pytree of {what} or a callable `params -> pytree`, got "
+          f"{leaf!r}. To select leaves by name, {hint}."
+      )
 
 
 def check_dtype(dtype: Any, argname: str) -> None:

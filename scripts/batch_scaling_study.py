@@ -1,4 +1,4 @@
-r"""Runs a batch-scaling study (issues 9, 17): every ([model,] optimizer, batch, seed[, lr]) cell
+r"""Runs a batch-scaling study: every ([model,] optimizer, batch, seed[, lr]) cell
 in-process (lamb_optax.studies.batch_scaling.run_study), for any task the config's base sets.
 
   python scripts/batch_scaling_study.py --config=configs/scaling_tiny.py --workdir=/tmp/scaling

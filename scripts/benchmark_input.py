@@ -29,9 +29,12 @@ from flax import nnx
 
 import lamb_optax
 from lamb_optax import data
+from lamb_optax.bench.benchmarking import PlainSteps
+from lamb_optax.bench.benchmarking import machine
+from lamb_optax.bench.benchmarking import refuse_existing
+from lamb_optax.bench.benchmarking import timed
+from lamb_optax.bench.benchmarking import write_json
 from lamb_optax.models import bert
-from lamb_optax.bench.benchmarking import (PlainSteps, machine, refuse_existing, timed,
-                                           write_json)
 
 
 def loader_speed(source, prepared, *, batch_size: int, batches: int, worker_count: int,
@@ -54,7 +57,8 @@ def loader_speed(source, prepared, *, batch_size: int, batches: int, worker_coun
   return batches * batch_size / seconds
 
 
-def model_speed(preset: str, vocab_size: int, batch_size: int, max_seq_length: int, steps: int) -> float:
+def model_speed(preset: str, vocab_size: int, batch_size: int, max_seq_length: int,
+                steps: int) -> float:
   """Examples/s of a jitted BERT train step (value_and_grad + lamb_optax.lamb), after compile."""
   config = bert.BertConfig.preset(preset, vocab_size=vocab_size)
   model = bert.BertForPreTraining(config, rngs=nnx.Rngs(0))

@@ -23,9 +23,9 @@ package, in its own environment if need be::
   PYTHONPATH=. /tmp/venv-hfflax/bin/python scripts/benchmark_model.py
 
 The Hugging Face peer, timing and interleaving are shared with ``benchmark_train_step.py`` (the
-trainer's full step) in ``lamb_optax/bench/benchmarking.py``. Without transformers (or with ``--no-hf``) only
-our model is measured. ``--quick`` runs the tiny preset with few steps (a smoke test, seconds);
-BERT-base on a 2-core CPU needs several minutes.
+trainer's full step) in ``lamb_optax/bench/benchmarking.py``. Without transformers (or with
+``--no-hf``) only our model is measured. ``--quick`` runs the tiny preset with few steps (a smoke
+test, seconds); BERT-base on a 2-core CPU needs several minutes.
 """
 
 from __future__ import annotations
@@ -38,11 +38,21 @@ import optax
 from flax import nnx
 
 import lamb_optax
+from lamb_optax.bench.benchmarking import PlainSteps
+from lamb_optax.bench.benchmarking import Runner
+from lamb_optax.bench.benchmarking import add_common_args
+from lamb_optax.bench.benchmarking import hf_available
+from lamb_optax.bench.benchmarking import hf_loss_fn
+from lamb_optax.bench.benchmarking import hf_model
+from lamb_optax.bench.benchmarking import machine
+from lamb_optax.bench.benchmarking import make_batch
+from lamb_optax.bench.benchmarking import make_steps
+from lamb_optax.bench.benchmarking import refuse_existing
+from lamb_optax.bench.benchmarking import speed_line
+from lamb_optax.bench.benchmarking import throughput
+from lamb_optax.bench.benchmarking import timed
+from lamb_optax.bench.benchmarking import write_json
 from lamb_optax.models import bert
-from lamb_optax.bench.benchmarking import (PlainSteps, Runner, add_common_args, hf_available,
-                                           hf_loss_fn, hf_model, machine, make_batch, make_steps,
-                                           refuse_existing, speed_line, throughput, timed,
-                                           write_json)
 
 MODES = {"fwd+bwd": PlainSteps.grad, "train step": PlainSteps.train}
 
@@ -89,8 +99,9 @@ def compile_seconds(config: bert.BertConfig, batch, hf: bool) -> dict[str, float
   for name, loss_fn, tx, peer_params in peers:
     _, train_step = make_steps(loss_fn, tx)
     opt_state = jax.eval_shape(tx.init, peer_params)
-    result[name] = timed(lambda: jax.jit(train_step).lower(
-        peer_params, opt_state, batch, key).compile() and 0)
+    result[name] = timed(
+        lambda step=train_step, params=peer_params, state=opt_state:
+        jax.jit(step).lower(params, state, batch, key).compile() and 0)
   return result
 
 
@@ -110,8 +121,8 @@ def main() -> None:
   batch = make_batch(config, args.batch_size, args.max_seq_length)
   tokens = args.batch_size * args.max_seq_length
   print(f"machine: {machine()}")
-  print(f"BERT-{args.preset}, batch {args.batch_size} x seq {args.max_seq_length}, dtype {args.dtype}, "
-        f"{args.rounds} interleaved rounds of {args.steps} steps")
+  print(f"BERT-{args.preset}, batch {args.batch_size} x seq {args.max_seq_length}, "
+        f"dtype {args.dtype}, {args.rounds} interleaved rounds of {args.steps} steps")
 
   modes = [m.strip() for m in args.modes.split(",") if m.strip()]
   runners = [runner("ours", ours(config, batch), modes)]
@@ -124,8 +135,8 @@ def main() -> None:
   flops = bert.flops_per_token(config, args.max_seq_length)
   peak = args.peak_tflops * 1e12 if args.peak_tflops else None
   report: dict[str, Any] = dict(machine=machine(), preset=args.preset, batch=args.batch_size,
-                                max_seq_length=args.max_seq_length, dtype=args.dtype, tokens_per_s=speeds,
-                                flops_per_token=flops)
+                                max_seq_length=args.max_seq_length, dtype=args.dtype,
+                                tokens_per_s=speeds, flops_per_token=flops)
   for mode, by_name in speeds.items():
     print(speed_line(mode, by_name, flops, peak))
 

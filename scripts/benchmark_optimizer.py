@@ -66,7 +66,8 @@ def bert_base_shapes(
 def stack_layers(shapes: dict) -> dict:
   """Replaces the per-layer dicts by one dict whose shapes have a leading layer axis."""
   layers = list(shapes["layers"].values())
-  stacked = jax.tree.map(lambda s: (len(layers),) + s, layers[0], is_leaf=lambda x: isinstance(x, tuple))
+  stacked = jax.tree.map(lambda s: (len(layers),) + s, layers[0],
+                         is_leaf=lambda x: isinstance(x, tuple))
   return {**shapes, "layers": stacked}
 
 
@@ -74,7 +75,7 @@ def make_tree(shapes: dict, key: jax.Array, dtype=jnp.float32) -> dict:
   is_shape = lambda x: isinstance(x, tuple)
   leaves, treedef = jax.tree.flatten(shapes, is_leaf=is_shape)
   keys = jax.random.split(key, len(leaves))
-  arrays = [0.02 * jax.random.normal(k, s, dtype) for k, s in zip(keys, leaves)]
+  arrays = [0.02 * jax.random.normal(k, s, dtype) for k, s in zip(keys, leaves, strict=True)]
   return jax.tree.unflatten(treedef, arrays)
 
 

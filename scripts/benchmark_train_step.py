@@ -18,7 +18,7 @@ Google's feature layout, 20 masked positions per 128 tokens; dropout on in both,
 
 Timed rounds are interleaved (A B, B A, ...), so drifts in machine load hit both; the report
 gives the median tokens/s over rounds and the ratio. MFU = tokens/s x
-``lamb_optax.models.config.flops_per_token`` / peak FLOP/s. The peak is ``--peak-tflops`` if
+``lamb_optax.models.bert_config.flops_per_token`` / peak FLOP/s. The peak is ``--peak-tflops`` if
 given, else the vendor's figure for a known accelerator (``lamb_optax.train.metrics.peak_flops``,
 dense bfloat16), both times the device count; else (CPU, no vendor peak) a *measured matmul
 peak*: a jitted 2048 x 2048 ``jnp.dot`` in ``--dtype`` timed as a third peer in every round
@@ -50,16 +50,27 @@ import ml_collections
 import optax
 
 from lamb_optax import sharding
+from lamb_optax.bench import profiling
+from lamb_optax.bench.benchmarking import BestOfRunner
+from lamb_optax.bench.benchmarking import PlainSteps
+from lamb_optax.bench.benchmarking import Runner
+from lamb_optax.bench.benchmarking import add_common_args
+from lamb_optax.bench.benchmarking import hf_available
+from lamb_optax.bench.benchmarking import hf_decay_mask
+from lamb_optax.bench.benchmarking import hf_loss_fn
+from lamb_optax.bench.benchmarking import hf_model
+from lamb_optax.bench.benchmarking import machine
+from lamb_optax.bench.benchmarking import make_batch
+from lamb_optax.bench.benchmarking import matmul
+from lamb_optax.bench.benchmarking import refuse_existing
+from lamb_optax.bench.benchmarking import speed_line
+from lamb_optax.bench.benchmarking import step_rates
+from lamb_optax.bench.benchmarking import write_json
 from lamb_optax.models import bert
 from lamb_optax.train import config as config_lib
-from lamb_optax.train import plan as plan_lib
 from lamb_optax.train import metrics as metrics_lib
-from lamb_optax.bench import profiling
+from lamb_optax.train import plan as plan_lib
 from lamb_optax.train import trainer as trainer_lib
-from lamb_optax.bench.benchmarking import (BestOfRunner, PlainSteps, Runner, add_common_args,
-                                           hf_available, hf_decay_mask, hf_loss_fn, hf_model,
-                                           machine, make_batch, matmul, refuse_existing,
-                                           speed_line, step_rates, write_json)
 
 MODE = "train step"
 UNROLLED = "ours (unrolled layers)"
@@ -162,7 +173,7 @@ def report_lines(report: dict[str, Any]) -> list[str]:
         f"; unrolled / HF = {report['unrolled_ratio_vs_hf']:.2f}x"
         if "unrolled_ratio_vs_hf" in report else ""))
   lines.append(f"  peak {report['peak_flops'] / 1e12:.3f} TFLOP/s: {report['peak_source']}; "
-               f"{flops / 1e6:.0f} MFLOP per token (lamb_optax.models.config.flops_per_token)")
+               f"{flops / 1e6:.0f} MFLOP per token (lamb_optax.models.bert_config.flops_per_token)")
   return lines
 
 
@@ -184,8 +195,8 @@ def main() -> None:
   print(f"machine: {machine()}")
   print(f"BERT-{args.preset}, batch {args.batch_size} (= {plan.data_parallel_devices} device(s) x "
         f"{plan.micro_batch_size} x {plan.num_micro_batches} micro-batch(es)) x seq "
-        f"{args.max_seq_length}, dtype {args.dtype}, {args.rounds} interleaved rounds of {args.steps} "
-        "steps")
+        f"{args.max_seq_length}, dtype {args.dtype}, {args.rounds} interleaved rounds of "
+        f"{args.steps} steps")
 
   runners = [Runner("ours", {MODE: ours.train})]
   if args.unrolled_layers:
@@ -211,9 +222,9 @@ def main() -> None:
             for name, r in rates.items()}
   flops = bert.flops_per_token(bert_config, args.max_seq_length)
   report: dict[str, Any] = dict(
-      machine=machine(), preset=args.preset, batch=args.batch_size, max_seq_length=args.max_seq_length,
-      micro_batches=plan.num_micro_batches, dtype=args.dtype, rounds=args.rounds,
-      steps=args.steps, tokens_per_s=speeds, flops_per_token=flops,
+      machine=machine(), preset=args.preset, batch=args.batch_size,
+      max_seq_length=args.max_seq_length, micro_batches=plan.num_micro_batches, dtype=args.dtype,
+      rounds=args.rounds, steps=args.steps, tokens_per_s=speeds, flops_per_token=flops,
       peak_flops=peak_flops, peak_source=peak_source, mfu=speeds["ours"] * flops / peak_flops,
       compile_s={r.name: r.compile_s[MODE] for r in runners if r.name != MATMUL})
   if hf:

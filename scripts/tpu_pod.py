@@ -1,4 +1,5 @@
-r"""Create, set up, run, watch and delete a Cloud TPU VM slice (v2/v3/v4/v5e/v5p/v6e) for pretraining.
+r"""Create, set up, run, watch and delete a Cloud TPU VM slice (v2/v3/v4/v5e/v5p/v6e) for
+pretraining.
 
 A thin, checkable wrapper around ``gcloud compute tpus``: every subcommand builds its gcloud
 command lines with a pure function (lists of argv lists) and runs them, or with ``--dry-run``
@@ -34,14 +35,14 @@ import shlex
 import shutil
 import subprocess
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
-from lamb_optax.train import config as config_lib
-from lamb_optax.train import plan as plan_lib
 from lamb_optax.accelerators import DEFAULT_RUNTIME
 from lamb_optax.accelerators import AcceleratorError
 from lamb_optax.accelerators import Slice
 from lamb_optax.accelerators import parse_accelerator
+from lamb_optax.train import config as config_lib
+from lamb_optax.train import plan as plan_lib
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_REPO_URL = "https://github.com/lamb-optax/lamb_optax"  # placeholder org, see docs/tpu.md
@@ -58,7 +59,7 @@ class UsageError(Exception):
 # --------------------------------------------------------------------------------------------
 # The trainer config: loaded and checked by the trainer's own code (lamb_optax.train.config).
 # --------------------------------------------------------------------------------------------
-def _split_config_arg(config_arg: str) -> tuple[str, Optional[str]]:
+def _split_config_arg(config_arg: str) -> tuple[str, str | None]:
   """``configs/lamb_paper.py:32768`` -> (path, "32768"): the first ':' ends the path, as
   ml_collections.config_flags reads it."""
   path, sep, arg = config_arg.partition(":")
@@ -145,7 +146,7 @@ def check_run(config, slice_: Slice, workdir: str, allow_local_paths: bool = Fal
 
 
 def compile_check_argv(config_arg: str, slice_: Slice, overrides: Sequence[str] = (),
-                       report: Optional[str] = None) -> list[str]:
+                       report: str | None = None) -> list[str]:
   """The local compile check: the trainer's own step compiled for the slice (no TPU needed)."""
   path, arg = _split_config_arg(config_arg)
   if not os.path.isfile(path) and os.path.isfile(REPO_ROOT / path):
@@ -164,7 +165,7 @@ def compile_check(config_arg: str, slice_: Slice, overrides: Sequence[str] = ())
          "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT),
                                                     os.environ.get("PYTHONPATH", "")]))}
   out = subprocess.run(argv, capture_output=True, text=True, check=False, env=env)
-  lines = [l for l in out.stdout.splitlines() if l.strip()]
+  lines = [line for line in out.stdout.splitlines() if line.strip()]
   print("\n".join(lines), file=sys.stderr)
   if out.returncode == 1:
     raise UsageError(f"The config does not fit {slice_.accelerator_type} (compile check above); "
@@ -188,7 +189,7 @@ def ssh_command(name: str, zone: str, project: str, worker: str, remote: str) ->
 
 
 def create_commands(name: str, slice_: Slice, zone: str, project: str, *,
-                    runtime: Optional[str] = None, queued: bool = False, spot: bool = False,
+                    runtime: str | None = None, queued: bool = False, spot: bool = False,
                     preemptible: bool = False, reserved: bool = False) -> list[list[str]]:
   if spot and preemptible:
     raise UsageError("--spot and --preemptible exclude each other; Spot is the newer kind.")
@@ -435,7 +436,7 @@ def plan(argv: Sequence[str]) -> tuple[argparse.Namespace, list[list[str]]]:
   return args, cmds
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else list(argv)
   try:
     args, cmds = plan(argv)

@@ -48,7 +48,8 @@ def test_recipe_builds_and_steps(name, arg):
 
 
 def test_paper_configs_follow_the_table():
-  for batch, x in zip((512, 1024, 2048, 4096, 8192, 16384, 32768), np.arange(3.0, -0.5, -0.5)):
+  for batch, x in zip((512, 1024, 2048, 4096, 8192, 16384, 32768), np.arange(3.0, -0.5, -0.5),
+                      strict=True):
     _, config = load("lamb_paper", str(batch))
     assert config.learning_rate == pytest.approx(5 / (2 ** x * 1e3))
     assert config.num_train_steps * batch == 1_000_000 * 512
@@ -63,6 +64,10 @@ def test_nvlamb_recipe_numbers():
   assert p1.warmup_steps == round(0.2843 * 7038) and p2.warmup_steps == round(0.128 * 1563)
   assert p1.decay_power == p2.decay_power == 0.5
   assert p1.optimizer.kwargs.max_grad_norm == 1.0
+  # Phase 2 starts from phase 1's params and optimizer state (NVIDIA's --phase2
+  # --resume_from_checkpoint), not from random weights.
+  assert not p1.init_from and p2.init_from == "/tmp/nvlamb_1"
+  assert p2.init_from_optimizer_state and not p1.init_from_optimizer_state
 
 
 
@@ -179,6 +184,8 @@ def test_lamb_author_runs_follow_run_sh():
     assert (c.learning_rate, k.weight_decay, k.eps, k.b1, k.b2, k.bias_correction) == (
         0.04, 1.5, 1e-6, 0.9, 0.999, False)
     assert c.image.label_smoothing == 0.1
+    # optimization.py: tf.clip_by_global_norm(grads, clip_norm=1.0) before LAMBOptimizer.
+    assert (c.optimizer.name, k.max_grad_norm) == ("nvlamb", 1.0)
     _, lr = recipes.build_optimizer(c)
     t_w, t_end = c.warmup_steps, c.num_train_steps
     for t in (t_w // 2, t_w, (t_w + t_end) // 2, t_end - 1):
@@ -187,7 +194,8 @@ def test_lamb_author_runs_follow_run_sh():
 
 
 def test_lamb_matches_the_authors_optimizer():
-  """optimization.py's LAMBOptimizer, two steps in NumPy: raw moments (no bias correction),
+  """optimization.py's create_optimizer and LAMBOptimizer, three steps in NumPy: gradients
+  clipped to global norm 1.0 (the third step's exceed it), raw moments (no bias correction),
   update m/(sqrt(v)+ε) + λx and ratio ‖x‖/‖update‖ on decayed tensors, plain rate on BatchNorm."""
   _, config = load("imagenet_resnet50_lamb", "32768")
   config.learning_rate = 0.01  # a constant-rate comparison; the schedule is tested above
@@ -198,15 +206,21 @@ def test_lamb_matches_the_authors_optimizer():
   grads = [{"conv": {"kernel": jnp.array([[0.1, 0.2], [-0.3, 0.4]])},
             "bn": {"scale": jnp.array([0.2, -0.1])}},
            {"conv": {"kernel": jnp.array([[0.3, -0.1], [0.2, 0.1]])},
-            "bn": {"scale": jnp.array([-0.1, 0.3])}}]
+            "bn": {"scale": jnp.array([-0.1, 0.3])}},
+           {"conv": {"kernel": jnp.array([[2.0, -1.0], [0.5, 3.0]])},
+            "bn": {"scale": jnp.array([1.5, -0.5])}}]
   state, x = tx.init(params), params
   ref = {k: np.asarray(v[next(iter(v))], np.float64) for k, v in params.items()}
   m = {k: 0.0 for k in ref}
   v = {k: 0.0 for k in ref}
   for step, g in enumerate(grads):
     rate = 0.01 * (config.num_train_steps - step) / config.num_train_steps  # (T − t)·lr/(T − W)
+    gs = {k: np.asarray(g[k][next(iter(g[k]))], np.float64) for k in ref}
+    norm = np.sqrt(sum(np.sum(gk ** 2) for gk in gs.values()))
+    clip = 1.0 / max(norm, 1.0)  # tf.clip_by_global_norm: g·c/max(‖g‖, c), c = 1
+    assert (norm > 1.0) == (step == 2)
     for k in ref:
-      gk = np.asarray(g[k][next(iter(g[k]))], np.float64)
+      gk = gs[k] * clip
       m[k] = 0.9 * m[k] + 0.1 * gk
       v[k] = 0.999 * v[k] + 0.001 * gk ** 2
       update = m[k] / (np.sqrt(v[k]) + 1e-6)

@@ -1,5 +1,5 @@
-"""Issue 14 ("Optax-grade correctness"): one test per item, plus transcriptions of the cases of
-optax's ``alias_test.py`` (``test_optimization`` on the parabola and Rosenbrock problems in
+"""Optax-grade correctness, one numbered section per property, plus transcriptions of the cases
+of optax's ``alias_test.py`` (``test_optimization`` on the parabola and Rosenbrock problems in
 float32 and complex64; ``test_state_shape_dtype_shard_stability``) for every alias."""
 
 from typing import NamedTuple
@@ -81,8 +81,9 @@ def test_complex_norms_and_real_ratios():
   assert state.ratios.dtype == jnp.float32 and tx.init(x).ratios.dtype == jnp.float32
   np.testing.assert_allclose(state.ratios, 5.0)
   np.testing.assert_allclose(scaled, jnp.array([5j, 0.0]))
-  ours, _ = lamb_optax.lamb(0.1, **OPTAX_LAMB).update(u, lamb_optax.lamb(0.1, **OPTAX_LAMB).init(x), x)
-  theirs, _ = optax.lamb(0.1, weight_decay=1e-4).update(u, optax.lamb(0.1, weight_decay=1e-4).init(x), x)
+  ours_tx, theirs_tx = lamb_optax.lamb(0.1, **OPTAX_LAMB), optax.lamb(0.1, weight_decay=1e-4)
+  ours, _ = ours_tx.update(u, ours_tx.init(x), x)
+  theirs, _ = theirs_tx.update(u, theirs_tx.init(x), x)
   np.testing.assert_allclose(ours, theirs, rtol=1e-6)
 
 

@@ -54,7 +54,7 @@ def expected_summary(params, grads, lr, with_updates):
       rows.setdefault(group, []).append((float(r), np.linalg.norm(x), np.linalg.norm(dx)))
   out = {}
   for g, rs in rows.items():
-    r, w, u = map(np.array, zip(*rs))
+    r, w, u = map(np.array, zip(*rs, strict=True))
     if not with_updates:  # the pre-ratio, pre-lr update u: Δx = −lr·ratio·u
       u = u / (lr * r)
     out.update({f"{g}/ratio_min": r.min(), f"{g}/ratio_mean": r.mean(), f"{g}/ratio_max": r.max(),

@@ -8,7 +8,11 @@ import pytest
 
 import lamb_optax
 from reference import family_np
-from test_lamb import DECAYED, SHAPES, max_rel_err, random_problem, run_optax
+from test_lamb import DECAYED
+from test_lamb import SHAPES
+from test_lamb import max_rel_err
+from test_lamb import random_problem
+from test_lamb import run_optax
 
 DECAY = {n: n in DECAYED for n in SHAPES}
 STEPS = 5

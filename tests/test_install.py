@@ -8,7 +8,6 @@ updates under ``jit``, and ``import flax`` fails (Flax, Grain, Orbax, TFDS... ar
 import pathlib
 import shutil
 import subprocess
-import sys
 import textwrap
 import venv
 

@@ -1,4 +1,5 @@
-"""lamb_optax.lamb against the paper's Algorithm 2 (float64 NumPy), optax.lamb, and itself stacked."""
+"""lamb_optax.lamb against the paper's Algorithm 2 (float64 NumPy), optax.lamb, and itself
+stacked."""
 
 import math
 
@@ -57,7 +58,8 @@ def run_optax(tx, params, grads_per_step):
 
 
 def max_rel_err(actual, expected):
-  return max(float(np.max(np.abs(np.asarray(actual[k]) - expected[k]) / (np.abs(expected[k]) + 1e-12)))
+  return max(float(np.max(np.abs(np.asarray(actual[k]) - expected[k])
+                         / (np.abs(expected[k]) + 1e-12)))
              for k in expected)
 
 
@@ -128,16 +130,17 @@ def test_stacked_layers_update_exactly_like_separate_layers():
   as_f32 = lambda t: jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), t)
   layers = [as_f32(layer()) for _ in range(num_layers)]
   head = as_f32({"kernel": rng.normal(size=(4, 2))})
-  grads = [([as_f32(layer()) for _ in range(num_layers)], as_f32({"kernel": rng.normal(size=(4, 2))}))
+  grads = [([as_f32(layer()) for _ in range(num_layers)],
+            as_f32({"kernel": rng.normal(size=(4, 2))}))
            for _ in range(4)]
 
-  separate = {"layers": {str(i): l for i, l in enumerate(layers)}, "head": head}
+  separate = {"layers": {str(i): layer for i, layer in enumerate(layers)}, "head": head}
   stacked = {"layers": stack(layers), "head": head}
   tx_separate = lamb_optax.lamb(0.05, weight_decay=0.1)
   tx_stacked = lamb_optax.lamb(0.05, weight_decay=0.1, stacked_axes={"layers": 1, "head": 0})
   s_sep, s_stk = tx_separate.init(separate), tx_stacked.init(stacked)
   for layer_grads, head_grad in grads:
-    g_sep = {"layers": {str(i): l for i, l in enumerate(layer_grads)}, "head": head_grad}
+    g_sep = {"layers": {str(i): g for i, g in enumerate(layer_grads)}, "head": head_grad}
     g_stk = {"layers": stack(layer_grads), "head": head_grad}
     u, s_sep = tx_separate.update(g_sep, s_sep, separate)
     separate = optax.apply_updates(separate, u)
@@ -146,7 +149,8 @@ def test_stacked_layers_update_exactly_like_separate_layers():
 
   expected = {"layers": stack([separate["layers"][str(i)] for i in range(num_layers)]),
               "head": separate["head"]}
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), stacked, expected)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+               stacked, expected)
   ratios = lamb_optax.trust_ratios(s_stk)
   assert ratios["layers/dense/kernel"].shape == (num_layers,)
   separate_ratios = lamb_optax.trust_ratios(s_sep)
@@ -184,17 +188,20 @@ def test_all_zero_gradient():
   params = {"dense": {"kernel": jnp.full((2, 2), 3.0), "bias": jnp.full(2, 1.0)}}
   tx = lamb_optax.lamb(0.1, weight_decay=0.01)
   updates, state = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
-  np.testing.assert_allclose(updates["dense"]["kernel"], -0.1 * params["dense"]["kernel"], rtol=1e-6)
+  np.testing.assert_allclose(updates["dense"]["kernel"], -0.1 * params["dense"]["kernel"],
+                             rtol=1e-6)
   np.testing.assert_array_equal(updates["dense"]["bias"], jnp.zeros(2))
   np.testing.assert_allclose(lamb_optax.trust_ratios(state)["dense/kernel"], 100.0, rtol=1e-6)
 
 
 def test_nonfinite_gradients_propagate_unless_wrapped_in_apply_if_finite():
   params = {"dense": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}}
-  bad = {"dense": {"kernel": jnp.array([[1.0, jnp.nan], [1.0, 1.0]]), "bias": jnp.array([jnp.inf, 1.0])}}
+  bad = {"dense": {"kernel": jnp.array([[1.0, jnp.nan], [1.0, 1.0]]),
+                   "bias": jnp.array([jnp.inf, 1.0])}}
   tx = lamb_optax.lamb(0.1)
   updates, _ = tx.update(bad, tx.init(params), params)
-  assert not np.isfinite(np.asarray(updates["dense"]["kernel"])).any()  # the whole layer: its norm is NaN
+  # The whole layer: its norm is NaN.
+  assert not np.isfinite(np.asarray(updates["dense"]["kernel"])).any()
 
   guarded = optax.apply_if_finite(lamb_optax.lamb(0.1), max_consecutive_errors=3)
   state = guarded.init(params)
@@ -204,7 +211,8 @@ def test_nonfinite_gradients_propagate_unless_wrapped_in_apply_if_finite():
   good = jax.tree.map(jnp.ones_like, params)
   updates, state = guarded.update(good, state, params)
   assert int(state.notfinite_count) == 0
-  expected, _ = tx.update(good, tx.init(params), params)  # the bad step left no trace in the moments
+  # The bad step left no trace in the moments.
+  expected, _ = tx.update(good, tx.init(params), params)
   jax.tree.map(np.testing.assert_allclose, updates, expected)
 
 
@@ -248,7 +256,8 @@ def test_sharded_params_give_the_unsharded_result():
   P = jax.sharding.PartitionSpec
   rng = np.random.default_rng(7)
   params = {"embed": {"embedding": rng.normal(size=(16, 8))},
-            "layers": {"dense": {"kernel": rng.normal(size=(3, 8, 4)), "bias": rng.normal(size=(3, 4))}}}
+            "layers": {"dense": {"kernel": rng.normal(size=(3, 8, 4)),
+                                 "bias": rng.normal(size=(3, 4))}}}
   params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
   specs = {"embed": {"embedding": P("data", "model")},
            "layers": {"dense": {"kernel": P(None, "data", "model"), "bias": P(None, "model")}}}
@@ -260,7 +269,8 @@ def test_sharded_params_give_the_unsharded_result():
     put = (lambda t: jax.device_put(t, shardings)) if shardings else (lambda t: t)
     params = put(params)
     state = tx.init(params)
-    step = jax.jit(lambda p, s, g: (lambda u, s: (optax.apply_updates(p, u), s))(*tx.update(g, s, p)))
+    step = jax.jit(
+        lambda p, s, g: (lambda u, s: (optax.apply_updates(p, u), s))(*tx.update(g, s, p)))
     for g in grads:
       params, state = step(params, state, put(g))
     return params, state
@@ -272,7 +282,8 @@ def test_sharded_params_give_the_unsharded_result():
   assert sharded_state[0].mu["embed"]["embedding"].sharding.is_equivalent_to(
       shardings["embed"]["embedding"], 2)
   unsharded, _ = train(params, None)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), sharded, unsharded)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               sharded, unsharded)
 
 
 def test_trust_ratios_are_logged_per_leaf():

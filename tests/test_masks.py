@@ -16,13 +16,14 @@ def test_default_decay_mask_on_flax_names_and_stacked_layers():
       # Stacked by scan: a 2-D bias and 2-D LayerNorm scale, which a rank rule would decay.
       "encoder": {"layers": {"attention": {"query": {"kernel": jnp.ones((2, 4, 4)),
                                                      "bias": jnp.ones((2, 4))}},
-                             "attention_norm": {"scale": jnp.ones((2, 4)), "bias": jnp.ones((2, 4))},
+                             "attention_norm": {"scale": jnp.ones((2, 4)),
+                                                "bias": jnp.ones((2, 4))},
                              "ln_1": {"weight": jnp.ones((2, 4))}}},
       "mlm": {"bias": jnp.ones(5), "transform": {"kernel": jnp.ones((4, 4))}},
   }
   decayed = {k for k, v in zip(
       [masks.path_to_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]],
-      jax.tree.leaves(masks.default_weight_decay_mask(params))) if v}
+      jax.tree.leaves(masks.default_weight_decay_mask(params)), strict=True) if v}
   assert decayed == {"embeddings/word/embedding", "encoder/layers/attention/query/kernel",
                      "mlm/transform/kernel"}
 

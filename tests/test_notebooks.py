@@ -11,10 +11,11 @@ overrides, e.g.::
         globals().update(TEST_OVERRIDES)
 
 The harness runs every kernel with that variable set (Matplotlib on ipykernel's inline backend,
-as on Colab), in a fresh temporary working directory, and fails when a cell raises, when a cell runs longer than
-``CELL_TIMEOUT_S``, or when the whole notebook takes longer than its budget: the notebook's
-``metadata.lamb_optax.test_time_budget_s`` (default ``DEFAULT_BUDGET_S``). New notebooks in
-``colab/`` are picked up automatically. Notebooks are stored without outputs (checked here too).
+as on Colab), in a fresh temporary working directory, and fails when a cell raises, when a cell
+runs longer than ``CELL_TIMEOUT_S``, or when the whole notebook takes longer than its budget:
+the notebook's ``metadata.lamb_optax.test_time_budget_s`` (default ``DEFAULT_BUDGET_S``). New
+notebooks in ``colab/`` are picked up automatically. Notebooks are stored without outputs
+(checked here too).
 
 Run one by hand: ``LAMB_OPTAX_NOTEBOOK_TEST=1 jupyter nbconvert --execute --to notebook
 colab/NAME.ipynb --output /tmp/out.ipynb``.

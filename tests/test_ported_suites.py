@@ -6,8 +6,8 @@ tolerances), against our float64 NumPy references in tests/reference/.
   lists, the mean-square minimisation; float16/float32/float64.
 * apex ``tests/L0/run_optimizers/test_lamb.py`` (RefLAMB vs FusedLAMB(use_nvlamb=True)): one
   278,011-element tensor, 7 iterations, lr 5e-4, eps 1e-8, weight decay 0 and 0.01, max abs
-  difference 1e-3; with float32, float16 and bfloat16 gradients (float32 master params); the "lamb_option" case; and its
-  multi-tensor case with sizes scaled down 32x for a 2-core CPU.
+  difference 1e-3; with float32, float16 and bfloat16 gradients (float32 master params); the
+  "lamb_option" case; and its multi-tensor case with sizes scaled down 32x for a 2-core CPU.
 """
 
 import jax
@@ -17,7 +17,8 @@ import optax
 import pytest
 
 import lamb_optax
-from reference import family_np, lamb_np
+from reference import family_np
+from reference import lamb_np
 
 TOL = {"float16": 1e-3, "float32": 1e-6, "float64": 1e-6}  # TF-Addons' tolerances by type
 

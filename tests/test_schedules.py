@@ -6,7 +6,7 @@ import pytest
 
 from lamb_optax import schedules
 
-# You et al. 2020, BERT-Large LAMB runs (recalled, shared/reference/lamb.md):
+# You et al. 2020, BERT-Large LAMB runs (not verified against the paper; docs/lamb.md):
 # (batch, x in lr = 5 / (2^x · 10^3), warmup ratio)
 PAPER_TABLE = [
     (512, 3.0, 1 / 320),
@@ -45,9 +45,9 @@ def reference_warmup_poly(t, peak, total, warmup, power, end=0.0):
 
 
 @pytest.mark.parametrize("power", [1.0, 0.5, 2.0])
-def test_warmup_polynomial_decay_matches_formula_under_jit(power):
-  s = schedules.warmup_polynomial_decay(3e-3, total_steps=50, warmup_steps=7, power=power,
-                                        end_value=1e-4)
+def test_warmup_polynomial_decay_over_run_matches_formula_under_jit(power):
+  s = schedules.warmup_polynomial_decay_over_run(3e-3, total_steps=50, warmup_steps=7,
+                                                 power=power, end_value=1e-4)
   ts = np.arange(0, 60)
   actual = np.asarray(jax.jit(jax.vmap(s))(ts))
   expected = [reference_warmup_poly(t, 3e-3, 50, 7, power, 1e-4) for t in ts]
@@ -88,7 +88,7 @@ def reference_after_warmup(t, peak, total, warmup, kind, power=2.0, end=0.0,
 
 
 @pytest.mark.parametrize("kind, build", [
-    ("polynomial", lambda: schedules.warmup_then_polynomial_decay(
+    ("polynomial", lambda: schedules.warmup_polynomial_decay_after_warmup(
         17.0, total_steps=60, warmup_steps=9, power=2.0, end_value=1e-4)),
     ("cosine", lambda: schedules.warmup_cosine_decay(
         1e-3, total_steps=60, warmup_steps=9, end_value=1e-5)),
@@ -109,7 +109,7 @@ def test_vision_schedules_match_formula_under_jit(kind, build):
 
 
 def test_vision_schedules_without_warmup_start_at_the_peak():
-  assert float(schedules.warmup_then_polynomial_decay(2.0, 10, 0)(0)) == 2.0
+  assert float(schedules.warmup_polynomial_decay_after_warmup(2.0, 10, 0)(0)) == 2.0
   assert float(schedules.warmup_cosine_decay(2.0, 10, 0)(0)) == 2.0
   assert float(schedules.warmup_piecewise_constant(2.0, 10, 0, (5,))(5)) == pytest.approx(0.2)
 
@@ -118,16 +118,17 @@ def test_vision_schedules_without_warmup_start_at_the_peak():
     (lambda: schedules.paper_learning_rate(0), "outside"),
     (lambda: schedules.paper_learning_rate(131072), "outside"),
     (lambda: schedules.paper_warmup_ratio(512.5), "outside"),
-    (lambda: schedules.warmup_polynomial_decay(1e-3, 100, 101), "longer than the run"),
-    (lambda: schedules.warmup_polynomial_decay(1e-3, 100, 10, power=0.0), "power"),
-    (lambda: schedules.warmup_polynomial_decay(1e-3, 100, 10, power=-1.0), "power"),
+    (lambda: schedules.warmup_polynomial_decay_over_run(1e-3, 100, 101), "longer than the run"),
+    (lambda: schedules.warmup_polynomial_decay_over_run(1e-3, 100, 10, power=0.0), "power"),
+    (lambda: schedules.warmup_polynomial_decay_over_run(1e-3, 100, 10, power=-1.0), "power"),
     (lambda: schedules.bert_two_phase_schedule(1e-3, 100, 10, 1e-3, 50, 5, phase2_start=120),
      "out of order"),
     (lambda: schedules.bert_two_phase_schedule(1e-3, 100, 10, 1e-3, 50, 5, phase2_start=0),
      "out of order"),
     (lambda: schedules.bert_two_phase_schedule(1e-3, 100, 10, 1e-3, 50, 60), "longer"),
-    (lambda: schedules.warmup_then_polynomial_decay(1.0, 100, 100), "no steps to decay"),
-    (lambda: schedules.warmup_then_polynomial_decay(1.0, 100, 10, power=0.0), "power"),
+    (lambda: schedules.warmup_polynomial_decay_after_warmup(1.0, 100, 100),
+     "no steps to decay"),
+    (lambda: schedules.warmup_polynomial_decay_after_warmup(1.0, 100, 10, power=0.0), "power"),
     (lambda: schedules.warmup_cosine_decay(1.0, 100, 100), "no steps to decay"),
     (lambda: schedules.warmup_cosine_decay(-1.0, 100, 10), "finite and >= 0"),
     (lambda: schedules.warmup_piecewise_constant(1.0, 100, 10, (5,)), "after the warmup"),

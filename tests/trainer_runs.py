@@ -8,7 +8,6 @@ import pathlib
 import subprocess
 import sys
 import tempfile
-from typing import Optional
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -91,7 +90,7 @@ def run_multiprocess(workdir: str, overrides: dict, data_dir: str, *, processes:
                f"--process_id={i}", "--distributed_timeout_seconds=60")),
       env=environment(devices_per_process), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
       text=True, cwd=ROOT) for i in range(processes)]
-  outputs: list[Optional[str]] = []
+  outputs: list[str | None] = []
   try:
     for p in procs:
       _, err = p.communicate(timeout=timeout)
@@ -99,7 +98,7 @@ def run_multiprocess(workdir: str, overrides: dict, data_dir: str, *, processes:
   finally:
     for p in procs:
       p.kill()
-  for p, err in zip(procs, outputs):
+  for p, err in zip(procs, outputs, strict=True):
     if p.returncode:
       raise AssertionError(f"process failed ({p.returncode}):\n{(err or '')[-4000:]}")
   return outputs

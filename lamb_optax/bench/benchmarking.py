@@ -46,7 +46,8 @@ def machine() -> str:
           f"{os.cpu_count()} cores; jax {jax.__version__}")
 
 
-def make_batch(config: bert.BertConfig, batch_size: int, max_seq_length: int) -> dict[str, jax.Array]:
+def make_batch(config: bert.BertConfig, batch_size: int,
+               max_seq_length: int) -> dict[str, jax.Array]:
   """The synthetic pretraining batch both peers train on (Google's layout, on device)."""
   batch = bert.random_batch(config, batch_size, max_seq_length, seed=0)
   bert.validate_batch(batch, config)

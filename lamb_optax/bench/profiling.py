@@ -105,9 +105,9 @@ def instructions(hlo_text: str) -> dict[str, Instruction]:
     op_name = re.search(r'op_name="([^"]*)"', line)
     frame = re.search(r"stack_frame_id=(\d+)", line)
     calls = re.search(r"calls=%([\w.\-]+)", line)
+    location = frames.get(int(frame.group(1)), ("", "", 0)) if frame else ("", "", 0)
     parsed[match.group(1)] = (match.group(2), match.group(3), op_name and op_name.group(1) or "",
-                              frames.get(int(frame.group(1)), ("", "", 0)) if frame else ("", "", 0),
-                              calls and calls.group(1))
+                              location, calls and calls.group(1))
 
   def has_matmul(op, calls):
     return op in ("dot", "convolution") or (

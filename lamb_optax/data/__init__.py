@@ -18,8 +18,8 @@ from lamb_optax.data.loader import eval_batches
 from lamb_optax.data.loader import shard
 from lamb_optax.data.loader import train_batches
 from lamb_optax.data.pretraining import FEATURES
-from lamb_optax.data.pretraining import ExampleConfig
 from lamb_optax.data.pretraining import UNMASKED_FEATURES
+from lamb_optax.data.pretraining import ExampleConfig
 from lamb_optax.data.pretraining import MaskingConfig
 from lamb_optax.data.pretraining import create_examples
 from lamb_optax.data.pretraining import mask_example
@@ -46,3 +46,46 @@ from lamb_optax.data.tokenizer import special_ids
 from lamb_optax.data.tokenizer import tokenize_lines
 from lamb_optax.data.tokenizer import train_wordpiece
 from lamb_optax.data.tokenizer import vocab_size
+
+__all__ = [
+    "EMBEDDED_VOCAB_SIZE",
+    "ExampleConfig",
+    "FEATURES",
+    "InputStats",
+    "MaskingConfig",
+    "PreparedData",
+    "PretrainingSource",
+    "SPECIAL_TOKENS",
+    "SpecialIds",
+    "UNMASKED_FEATURES",
+    "check_output_dir",
+    "check_vocab_matches",
+    "check_workers",
+    "continuation_mask",
+    "create_examples",
+    "create_pretraining_dataset",
+    "dataset_metadata",
+    "embedded_documents",
+    "eval_batches",
+    "examples_from_documents",
+    "expand_input_patterns",
+    "load_pretraining_dataset",
+    "load_wordpiece",
+    "mask_example",
+    "prepare_embedded",
+    "python_docs_documents",
+    "read_text_documents",
+    "read_vocab",
+    "save_vocab",
+    "shard",
+    "special_ids",
+    "split_sentences",
+    "tfds_text_documents",
+    "tokenize_documents",
+    "tokenize_lines",
+    "train_batches",
+    "train_wordpiece",
+    "unmask_example",
+    "vocab_size",
+    "write_pretraining_dataset",
+]

@@ -25,7 +25,8 @@ import os
 import sys
 import time
 import zlib
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -67,7 +68,7 @@ class _Task:
 class _Shared:
   vocab_size: int
   special: Any
-  continuation: Optional[np.ndarray]
+  continuation: np.ndarray | None
   config: ExampleConfig
 
 
@@ -78,7 +79,7 @@ def _run_task(task: _Task, shared: _Shared) -> list[dict]:
       continuation=shared.continuation, config=config))
 
 
-_WORKER_SHARED: Optional[_Shared] = None
+_WORKER_SHARED: _Shared | None = None
 
 
 def _init_worker(shared: _Shared) -> None:
@@ -183,7 +184,7 @@ def _in_validation(document: sources.Document, fraction: float) -> bool:
 def create_pretraining_dataset(
     documents: Callable[[], Iterable[sources.Document]], output_dir: str, *, tokenizer,
     config: ExampleConfig, validation_fraction: float = 0.0, window_documents: int = 10_000,
-    num_workers: int = 1, metadata: Optional[dict] = None, overwrite: bool = False,
+    num_workers: int = 1, metadata: dict | None = None, overwrite: bool = False,
     progress: bool = True) -> dict[str, int]:
   """Writes a TFDS pretraining dataset from documents; returns the example count per split.
 
@@ -235,7 +236,7 @@ def create_pretraining_dataset(
 # --------------------------------------------------------------------------------------------
 # The embedded corpus.
 
-def embedded_documents(max_documents: Optional[int] = None
+def embedded_documents(max_documents: int | None = None
                        ) -> tuple[list[sources.Document], list[sources.Document]]:
   """The embedded corpus split into (train, validation) documents, deterministically.
 
@@ -265,7 +266,7 @@ def embedded_documents(max_documents: Optional[int] = None
 
 
 def _embedded_key(masking: MaskingConfig, vocab_size: int, dupe_factor: int, seed: int,
-                  max_documents: Optional[int]) -> str:
+                  max_documents: int | None) -> str:
   args = {"format": _EMBEDDED_FORMAT, "python": list(sys.version_info[:2]),
           "masking": dataclasses.asdict(masking), "vocab_size": vocab_size,
           "dupe_factor": dupe_factor, "seed": seed, "max_documents": max_documents}
@@ -294,9 +295,9 @@ EMBEDDED_VOCAB_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                    "embedded_vocab.txt")
 
 
-def prepare_embedded(data_dir: str, *, masking: MaskingConfig = MaskingConfig(),
+def prepare_embedded(data_dir: str, *, masking: MaskingConfig = pretraining.MaskingConfig(),
                      vocab_size: int = 8192, dupe_factor: int = 5, seed: int = 12345,
-                     max_documents: Optional[int] = None, num_workers: int = 1,
+                     max_documents: int | None = None, num_workers: int = 1,
                      progress: bool = False) -> PreparedData:
   """Builds (or finds) the embedded Python-docs corpus as a TFDS dataset with its vocabulary.
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -62,7 +62,8 @@ class ArraySource:
 
 
 def digits_splits(split_seed: int = 0) -> dict[str, ArraySource]:
-  """The UCI digits cut into ``train``/``validation``/``test`` by a permutation of ``split_seed``."""
+  """The UCI digits cut into ``train``/``validation``/``test`` by a permutation of
+  ``split_seed``."""
   from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
   digits = load_digits()
   images = (digits.images / 16.0).astype(np.float32)[..., None]  # (1797, 8, 8, 1) in [0, 1]
@@ -240,4 +241,4 @@ def tfds_splits(name: str, data_dir: str, splits: tuple[str, ...]) -> dict[str, 
         f"Build it once with `tfds build {name} --data_dir=<data_dir> --file_format=array_record`.")
     raise ValueError(f"TFDS dataset {name!r} is not prepared in data_dir={data_dir!r}. {hint}")
   sources = tfds.data_sources(name, data_dir=data_dir or None, split=list(splits))
-  return {split: _TfdsSource(source) for split, source in zip(splits, sources)}
+  return {split: _TfdsSource(source) for split, source in zip(splits, sources, strict=True)}

@@ -36,7 +36,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import grain
 import numpy as np
@@ -59,7 +60,7 @@ class _Remask:
   seed: int
   vocab_size: int
   special: Any
-  continuation: Optional[np.ndarray]
+  continuation: np.ndarray | None
   masking: Any
 
   def __call__(self, index: int, example: Batch) -> Batch:
@@ -74,9 +75,9 @@ class _Remask:
 
 def train_batches(source: Any, *, batch_size: int, seed: int, shard_index: int,
                   shard_count: int, dynamic_masking: Any = None,
-                  vocab_size: Optional[int] = None, special: Any = None,
-                  continuation: Optional[np.ndarray] = None, num_epochs: Optional[int] = None,
-                  transform: Optional[Callable[[int, Batch], Batch]] = None,
+                  vocab_size: int | None = None, special: Any = None,
+                  continuation: np.ndarray | None = None, num_epochs: int | None = None,
+                  transform: Callable[[int, Batch], Batch] | None = None,
                   worker_count: int = 0, prefetch_threads: int = 2,
                   prefetch_buffer: int = 8) -> grain.IterDataset:
   """This host's stream of training batches (``dict`` of numpy arrays, leading dim batch_size).
@@ -108,10 +109,7 @@ def train_batches(source: Any, *, batch_size: int, seed: int, shard_index: int,
   """
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-  if not 0 <= shard_index < shard_count:
-    raise ValueError(f"shard_index must be in [0, shard_count={shard_count}), got {shard_index}.")
-  ds = source if isinstance(source, grain.MapDataset) else grain.MapDataset.source(source)
-  per_host = len(ds) // shard_count
+  ds, per_host = _shardable(source, shard_index, shard_count)
   if per_host < batch_size:
     raise ValueError(
         f"Shard {shard_index} of {shard_count} holds {per_host} examples (of {len(source)}), "
@@ -174,6 +172,15 @@ def _die_with_parent(parent_pid: int, *worker_args: int) -> None:
 _PARENT_POLL_SECONDS = 0.5
 
 
+def _shardable(source: Any, shard_index: int, shard_count: int) -> tuple[grain.MapDataset, int]:
+  """``source`` as a ``grain.MapDataset``, and how many examples each of ``shard_count`` hosts
+  gets (the remainder is dropped, so every host takes as many)."""
+  if not 0 <= shard_index < shard_count:
+    raise ValueError(f"shard_index must be in [0, shard_count={shard_count}), got {shard_index}.")
+  ds = source if isinstance(source, grain.MapDataset) else grain.MapDataset.source(source)
+  return ds, len(ds) // shard_count
+
+
 def eval_batches(source: Any, *, batch_size: int, shard_index: int, shard_count: int,
                  num_batches: int) -> list[Batch]:
   """This host's rows of the first ``num_batches`` global batches: fixed order, stored masks.
@@ -181,10 +188,7 @@ def eval_batches(source: Any, *, batch_size: int, shard_index: int, shard_count:
   Raises:
     ValueError: the shard holds fewer than ``num_batches * batch_size`` examples.
   """
-  if not 0 <= shard_index < shard_count:
-    raise ValueError(f"shard_index must be in [0, shard_count={shard_count}), got {shard_index}.")
-  ds = source if isinstance(source, grain.MapDataset) else grain.MapDataset.source(source)
-  per_host = len(ds) // shard_count
+  ds, per_host = _shardable(source, shard_index, shard_count)
   needed = num_batches * batch_size
   if per_host < needed:
     raise ValueError(

@@ -38,7 +38,7 @@ vectorised NumPy); `unmask_example` inverts it.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -162,7 +162,7 @@ def _choose_positions(real_ids: np.ndarray, rng: np.random.Generator, special: S
   accepted[order[:n_prefix]] = True
   count = int(taken[n_prefix - 1]) if n_prefix else 0
   if count < num_to_predict:
-    for w, size in zip(order[n_prefix:].tolist(), sizes[order[n_prefix:]].tolist()):
+    for w, size in zip(order[n_prefix:].tolist(), sizes[order[n_prefix:]].tolist(), strict=True):
       if count + size <= num_to_predict:
         accepted[w] = True
         count += size

@@ -22,7 +22,7 @@ import itertools
 import os
 import re
 import sysconfig
-from typing import Iterator, Optional, Sequence
+from collections.abc import Iterator, Sequence
 
 Document = list[str]
 
@@ -94,7 +94,7 @@ def expand_input_patterns(input_file: str | Sequence[str]) -> list[str]:
   return files
 
 
-def read_text_documents(files: Sequence[str], stats: Optional[InputStats] = None
+def read_text_documents(files: Sequence[str], stats: InputStats | None = None
                         ) -> Iterator[Document]:
   """Google's text format, streamed: one sentence per line, blank line between documents.
 
@@ -149,8 +149,8 @@ def _bounded_lines(f, path: str) -> Iterator[bytes]:
 
 
 def tfds_text_documents(name: str, split: str, *, text_feature: str = "text",
-                        data_dir: Optional[str] = None,
-                        stats: Optional[InputStats] = None) -> Iterator[Document]:
+                        data_dir: str | None = None,
+                        stats: InputStats | None = None) -> Iterator[Document]:
   """Documents from a TFDS text dataset (e.g. ``wikipedia/20230601.en``) prepared in
   ``data_dir`` as array_record: one record = one document, split into sentences.
 
@@ -209,12 +209,20 @@ def _stdlib_files() -> list[str]:
   return files
 
 
-def _module_text(path: str) -> str:
-  """The module's docstring and those of its classes and functions, in source order."""
+def parse_module(path: str) -> ast.Module | None:
+  """The syntax tree of a Python file, or None for one this Python cannot read or parse (the
+  standard library of another version, a file that is not UTF-8)."""
   try:
     with open(path, encoding="utf-8") as f:
-      tree = ast.parse(f.read())
+      return ast.parse(f.read())
   except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+    return None
+
+
+def _module_text(path: str) -> str:
+  """The module's docstring and those of its classes and functions, in source order."""
+  tree = parse_module(path)
+  if tree is None:
     return ""
   nodes = [n for n in ast.walk(tree)
            if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
@@ -236,7 +244,7 @@ def _clean_doc(text: str) -> list[str]:
   return paragraphs_to_sentences("\n".join(kept))
 
 
-def python_docs_documents(max_documents: Optional[int] = None
+def python_docs_documents(max_documents: int | None = None
                           ) -> Iterator[tuple[str, Document]]:
   """The embedded corpus as ``(title, sentences)``: pydoc topics, then stdlib modules.
 

@@ -23,7 +23,7 @@ import collections
 import dataclasses
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -70,7 +70,7 @@ def split_words(context: str) -> tuple[list[str], list[int]]:
   return words, char_to_word
 
 
-def _example(qas_id, question, context, answers, is_training, stats) -> Optional[Example]:
+def _example(qas_id, question, context, answers, is_training, stats) -> Example | None:
   words, char_to_word = split_words(context)
   texts = tuple(a["text"] for a in answers)
   example = Example(qas_id, question, words, answers=texts)
@@ -93,7 +93,7 @@ def _example(qas_id, question, context, answers, is_training, stats) -> Optional
 
 
 def examples_from_json(dataset: Any, is_training: bool,
-                       stats: Optional[ReadStats] = None) -> list[Example]:
+                       stats: ReadStats | None = None) -> list[Example]:
   """Examples of a parsed SQuAD v1.1 JSON file (the dict with its ``data`` list)."""
   stats = stats if stats is not None else ReadStats()
   if not isinstance(dataset, Mapping) or not isinstance(dataset.get("data"), list):
@@ -112,14 +112,14 @@ def examples_from_json(dataset: Any, is_training: bool,
 
 
 def read_examples(path: str, is_training: bool,
-                  stats: Optional[ReadStats] = None) -> list[Example]:
+                  stats: ReadStats | None = None) -> list[Example]:
   """Examples of an official SQuAD v1.1 JSON file (see :func:`examples_from_json`)."""
   with open(path, encoding="utf-8") as f:
     return examples_from_json(json.load(f), is_training, stats)
 
 
 def examples_from_tfds(rows: Iterable[Mapping], is_training: bool,
-                       stats: Optional[ReadStats] = None) -> list[Example]:
+                       stats: ReadStats | None = None) -> list[Example]:
   """Examples of TFDS ``squad/v1.1`` rows (id, question, context, answers{text, answer_start})."""
   stats = stats if stats is not None else ReadStats()
   decode = lambda v: v.decode("utf-8") if isinstance(v, bytes) else str(v)
@@ -127,7 +127,7 @@ def examples_from_tfds(rows: Iterable[Mapping], is_training: bool,
   for row in rows:
     stats.questions += 1
     answers = [{"text": decode(t), "answer_start": int(s)}
-               for t, s in zip(row["answers"]["text"], row["answers"]["answer_start"])]
+               for t, s in zip(row["answers"]["text"], row["answers"]["answer_start"], strict=True)]
     example = _example(decode(row["id"]), decode(row["question"]), decode(row["context"]),
                        answers, is_training, stats)
     if example is not None:

@@ -33,7 +33,8 @@ import os
 import re
 import shutil
 import tempfile
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Union
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 from etils import epath
@@ -44,7 +45,7 @@ _DTYPES = {name: np.int32 for name in FEATURES} | {"masked_lm_weights": np.float
 DATASET_NAME = "bert_pretraining"
 _VERSION = "1.0.0"
 
-Examples = Union[Iterable[dict], Callable[[], Iterable[dict]]]
+Examples = Iterable[dict] | Callable[[], Iterable[dict]]
 # The files of a dataset written here: --overwrite deletes these and nothing else.
 _OWN_FILE = re.compile(rf"^(dataset_info\.json|features\.json|metadata\.json|"
                        rf"{DATASET_NAME}-[\w.-]+\.array_record-\d+-of-\d+)$")
@@ -146,7 +147,7 @@ def _progress(enabled: bool):
 def write_pretraining_dataset(splits: Mapping[str, Examples], output_dir: str, *,
                               max_seq_length: int, max_predictions_per_seq: int,
                               description: str = "BERT pretraining examples.",
-                              metadata: Optional[Mapping[str, Any]] = None,
+                              metadata: Mapping[str, Any] | None = None,
                               overwrite: bool = False, progress: bool = True) -> dict[str, int]:
   """Writes ``{split: examples}`` as a TFDS array_record dataset directory at ``output_dir``.
 
@@ -307,7 +308,7 @@ class PretrainingSource:
     return f"PretrainingSource({self.directory!r}, split={self.split!r}, len={len(self)})"
 
 
-def _find_dataset_dir(path: str) -> Optional[str]:
+def _find_dataset_dir(path: str) -> str | None:
   """``path`` itself, or the single ``<name>/<version>`` (or ``<version>``) dir below it.
 
   Paths go through ``etils.epath``, so ``gs://`` directories work like local ones.
@@ -330,7 +331,7 @@ def _is_dir(path: str) -> bool:
 
 
 def load_pretraining_dataset(directory_or_name: str, split: str, *,
-                             data_dir: Optional[str] = None) -> PretrainingSource:
+                             data_dir: str | None = None) -> PretrainingSource:
   """Opens one split of a pretraining dataset for random access (Grain's ``MapDataset.source``).
 
   Args:
@@ -352,7 +353,8 @@ def load_pretraining_dataset(directory_or_name: str, split: str, *,
           f"{directory_or_name} holds no TFDS dataset (no dataset_info.json in it or in a single "
           "<name>/<version> subdirectory). Create one with scripts/create_pretraining_data.py.")
     builder = tfds.builder_from_directory(directory)
-  elif os.sep in directory_or_name or directory_or_name.startswith(".") or "://" in directory_or_name:
+  elif (os.sep in directory_or_name or directory_or_name.startswith(".")
+        or "://" in directory_or_name):
     raise FileNotFoundError(f"No dataset directory {directory_or_name!r}.")
   else:
     try:

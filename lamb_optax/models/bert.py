@@ -15,6 +15,7 @@ Dropout is driven by an explicit ``dropout_rng`` key (none = deterministic), so 
 checkpoints its key resumes bit-exactly and the model holds no RNG state: ``nnx.split(model,
 nnx.Param)`` leaves nothing else behind.
 
+>>> import numpy as np
 >>> from flax import nnx
 >>> model = BertForPreTraining(BertConfig.tiny(vocab_size=100), rngs=nnx.Rngs(0))
 >>> batch = random_batch(model.config, batch_size=2, max_seq_length=16, seed=0)
@@ -33,14 +34,17 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from lamb_optax.masks import path_to_str
+from lamb_optax.models.bert_config import BertConfig
+from lamb_optax.models.bert_config import flops_per_token
 from lamb_optax.models.dropout import dropout as _dropout
-from lamb_optax.models.config import BertConfig, flops_per_token
-from lamb_optax.models.inputs import check_encoder_inputs, random_batch, validate_batch
-from lamb_optax.sharding import LOGICAL_AXES_KEY, constrain
+from lamb_optax.models.inputs import encoder_inputs
+from lamb_optax.models.inputs import random_batch
+from lamb_optax.models.inputs import validate_batch
+from lamb_optax.sharding import LOGICAL_AXES_KEY
+from lamb_optax.sharding import constrain
 
 __all__ = [
     "BertConfig", "BertForPreTraining", "BertModel", "flops_per_token", "masked_lm_loss",
@@ -332,12 +336,8 @@ class BertForPreTraining(nnx.Module):
     ``token_type_ids`` default to 0 and ``attention_mask`` (1 = real token) to all ones.
     Dropout is applied iff ``dropout_rng`` is given.
     """
-    check_encoder_inputs(self.config, input_ids, token_type_ids, attention_mask)
-    input_ids = jnp.asarray(input_ids)
-    if token_type_ids is None:
-      token_type_ids = jnp.zeros_like(input_ids)
-    if attention_mask is None:
-      attention_mask = jnp.ones_like(input_ids)
+    input_ids, token_type_ids, attention_mask = encoder_inputs(
+        self.config, input_ids, token_type_ids, attention_mask)
     return self.bert(input_ids, token_type_ids, attention_mask, dropout_rng)
 
   def mlm_logits(self, hidden: jax.Array, positions: jax.Array | None = None) -> jax.Array:

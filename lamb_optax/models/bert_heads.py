@@ -11,7 +11,7 @@ Google's ``run_classifier.py`` / ``run_squad.py``:
   start and an end logit.
 
 >>> from flax import nnx
->>> from lamb_optax.models.config import BertConfig
+>>> from lamb_optax.models.bert_config import BertConfig
 >>> model = BertForSequenceClassification(BertConfig.tiny(vocab_size=50), 3, rngs=nnx.Rngs(0))
 >>> model(jnp.ones((2, 8), jnp.int32)).shape
 (2, 3)
@@ -27,18 +27,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lamb_optax.models import bert
-from lamb_optax.models.config import BertConfig
+from lamb_optax.models.bert_config import BertConfig
 from lamb_optax.models.dropout import dropout
+from lamb_optax.models.inputs import encoder_inputs
 from lamb_optax.sharding import constrain
-
-
-def _inputs(input_ids, token_type_ids, attention_mask):
-  input_ids = jnp.asarray(input_ids)
-  if token_type_ids is None:
-    token_type_ids = jnp.zeros_like(input_ids)
-  if attention_mask is None:
-    attention_mask = jnp.ones_like(input_ids)
-  return input_ids, token_type_ids, attention_mask
 
 
 class BertForSequenceClassification(nnx.Module):
@@ -56,9 +48,8 @@ class BertForSequenceClassification(nnx.Module):
   def __call__(self, input_ids, token_type_ids=None, attention_mask=None, *,
                dropout_rng: jax.Array | None = None) -> jax.Array:
     """Float32 logits (batch, num_labels); dropout iff ``dropout_rng`` is given."""
-    bert.check_encoder_inputs(self.config, input_ids, token_type_ids, attention_mask)
-    input_ids, token_type_ids, attention_mask = _inputs(input_ids, token_type_ids,
-                                                        attention_mask)
+    input_ids, token_type_ids, attention_mask = encoder_inputs(
+        self.config, input_ids, token_type_ids, attention_mask)
     encoder_key, head_key = bert._split(dropout_rng, 2)
     # Only [CLS] is read: the last layer runs at position 0 alone (same values, less work).
     cls_only = jnp.zeros((input_ids.shape[0], 1), jnp.int32)
@@ -79,16 +70,15 @@ class BertForQuestionAnswering(nnx.Module):
   def __call__(self, input_ids, token_type_ids=None, attention_mask=None, *,
                dropout_rng: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """Float32 (start logits, end logits), each (batch, length)."""
-    bert.check_encoder_inputs(self.config, input_ids, token_type_ids, attention_mask)
-    input_ids, token_type_ids, attention_mask = _inputs(input_ids, token_type_ids,
-                                                        attention_mask)
+    input_ids, token_type_ids, attention_mask = encoder_inputs(
+        self.config, input_ids, token_type_ids, attention_mask)
     hidden = self.bert(input_ids, token_type_ids, attention_mask, dropout_rng)
     logits = constrain(self.qa_outputs(hidden).astype(jnp.float32), ("batch", "length", None))
     return logits[..., 0], logits[..., 1]
 
 
-def classification_sums(logits: jax.Array, labels: jax.Array,
-                        weights: jax.Array) -> dict[str, jax.Array]:
+def cross_entropy_and_confusion_sums(logits: jax.Array, labels: jax.Array,
+                                     weights: jax.Array) -> dict[str, jax.Array]:
   """Summed cross-entropy, hits, weight and (for 2 classes) confusion counts of a batch.
 
   Weights are 0 on padding rows (an eval set padded to whole batches). The counts ``tp``, ``fp``,

@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 from flax import nnx
 
-from lamb_optax.models.bert import STACKED_LAYERS_PATH, BertForPreTraining
-from lamb_optax.models.config import BertConfig
+from lamb_optax.models.bert import STACKED_LAYERS_PATH
+from lamb_optax.models.bert import BertForPreTraining
+from lamb_optax.models.bert_config import BertConfig
 
 PathLike = str | os.PathLike
 FLAT = "flat"

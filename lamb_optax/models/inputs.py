@@ -25,9 +25,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from lamb_optax.models.config import BertConfig, default_max_predictions_per_seq
+from lamb_optax.models.bert_config import BertConfig
+from lamb_optax.models.bert_config import default_max_predictions_per_seq
 
 SEQUENCE_FEATURES = ("input_ids", "input_mask", "segment_ids")
 PREDICTION_FEATURES = ("masked_lm_positions", "masked_lm_ids", "masked_lm_weights")
@@ -83,6 +85,24 @@ def check_encoder_inputs(config: BertConfig, input_ids, token_type_ids=None,
       "token_type_ids/segment_ids", token_type_ids, config.type_vocab_size,
       f"type_vocab_size is {config.type_vocab_size}", "Use 0 for sentence A and 1 for sentence B.",
   )
+
+
+def encoder_inputs(config: BertConfig, input_ids, token_type_ids=None, attention_mask=None
+                   ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The encoder's inputs, checked (:func:`check_encoder_inputs`), as arrays, with the defaults
+  filled in: ``token_type_ids`` 0 (all sentence A), ``attention_mask`` 1 (every token real).
+
+  >>> ids, types, mask = encoder_inputs(BertConfig.tiny(), [[5, 6, 7]])
+  >>> types.tolist(), mask.tolist()
+  ([[0, 0, 0]], [[1, 1, 1]])
+  """
+  check_encoder_inputs(config, input_ids, token_type_ids, attention_mask)
+  input_ids = jnp.asarray(input_ids)
+  if token_type_ids is None:
+    token_type_ids = jnp.zeros_like(input_ids)
+  if attention_mask is None:
+    attention_mask = jnp.ones_like(input_ids)
+  return input_ids, token_type_ids, attention_mask
 
 
 def validate_batch(batch: Mapping[str, Any], config: BertConfig) -> None:
@@ -141,16 +161,17 @@ def random_batch(
 ) -> dict[str, np.ndarray]:
   """A well-formed synthetic pretraining batch (random ids), for benchmarks and smoke tests.
 
-  Each example has a random length between half and all of ``max_seq_length`` (the rest padding), two
-  segments, and up to ``max_predictions_per_seq`` masked positions among its real tokens (15% of them,
-  padded with weight 0), as Google's data has.
+  Each example has a random length between half and all of ``max_seq_length`` (the rest
+  padding), two segments, and up to ``max_predictions_per_seq`` masked positions among its real
+  tokens (15% of them, padded with weight 0), as Google's data has.
 
   >>> batch = random_batch(BertConfig.tiny(), batch_size=4, max_seq_length=128)
   >>> batch["input_ids"].shape, batch["masked_lm_positions"].shape
   ((4, 128), (4, 20))
   """
   rng = np.random.default_rng(seed)
-  p = default_max_predictions_per_seq(max_seq_length) if max_predictions_per_seq is None else max_predictions_per_seq
+  p = (default_max_predictions_per_seq(max_seq_length) if max_predictions_per_seq is None
+       else max_predictions_per_seq)
   batch = dict(
       input_ids=np.zeros((batch_size, max_seq_length), np.int32),
       input_mask=np.zeros((batch_size, max_seq_length), np.int32),

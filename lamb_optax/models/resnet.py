@@ -24,13 +24,15 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lamb_optax.sharding import LOGICAL_AXES_KEY, constrain
+from lamb_optax.models import config_presets
+from lamb_optax.sharding import LOGICAL_AXES_KEY
+from lamb_optax.sharding import constrain
 
 # (block, blocks per stage, stage widths, stem): He et al. 2016's ImageNet nets; "tiny" and
 # "small" are CIFAR-style nets (3×3 stride-1 stem, no max-pool) for small images such as 8×8 digits.
@@ -77,13 +79,13 @@ class ResNetConfig:
       raise ValueError(f"stage_sizes {self.stage_sizes} and widths {self.widths} differ in length.")
 
   @classmethod
-  def preset(cls, name: str, **overrides: Any) -> "ResNetConfig":
-    if name not in _PRESETS:
-      raise ValueError(f"Unknown ResNet preset {name!r}; choose one of {sorted(_PRESETS)}.")
-    return cls(**{**_PRESETS[name], **overrides})
+  def preset(cls, name: str, **overrides: Any) -> ResNetConfig:
+    """One of ``tiny``, ``small`` (CIFAR-style), ``resnet18`` … ``resnet101``, with any field
+    overridden."""
+    return config_presets.from_preset(cls, _PRESETS, name, overrides, "ResNet")
 
 
-def _axes(*names: Optional[str]) -> dict[str, tuple[Optional[str], ...]]:
+def _axes(*names: str | None) -> dict[str, tuple[str | None, ...]]:
   return {LOGICAL_AXES_KEY: names}
 
 
@@ -108,7 +110,8 @@ def group_moments(x: jax.Array, group_size: int) -> tuple[jax.Array, jax.Array]:
                      "batch_norm_group_size divide the micro-batch (global micro-batch = "
                      "micro_batch_size × data-parallel devices), or set it to 0.")
   groups = b // size
-  x = x.astype(jnp.float32).reshape(size, groups, *x.shape[1:])  # row k -> [k // groups, k % groups]
+  # Row k goes to [k // groups, k % groups].
+  x = x.astype(jnp.float32).reshape(size, groups, *x.shape[1:])
   axes = (0,) + tuple(range(2, x.ndim - 1))
   mean = jnp.mean(x, axis=axes, keepdims=True)
   var = jnp.mean(jnp.square(x - mean), axis=axes, keepdims=True)
@@ -149,7 +152,7 @@ class BatchNorm(nnx.Module):
     return x * scale.astype(x.dtype) + shift.astype(x.dtype)
 
 
-def train_forward(model: "ResNet", images: jax.Array) -> tuple[jax.Array, dict]:
+def train_forward(model: ResNet, images: jax.Array) -> tuple[jax.Array, dict]:
   """``(logits, moments)`` of a training forward pass; ``moments`` is a pure dict shaped like the
   model's running statistics (``nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))``) holding this
   batch's moments, for :func:`update_running_stats`.
@@ -255,7 +258,7 @@ class ResNet(nnx.Module):
     self.stem_bn = BatchNorm(first, config, rngs=rngs)
     block_type = BasicBlock if config.block == "basic" else BottleneckBlock
     cin, blocks = first, []
-    for stage, (size, width) in enumerate(zip(config.stage_sizes, config.widths)):
+    for stage, (size, width) in enumerate(zip(config.stage_sizes, config.widths, strict=True)):
       for i in range(size):
         stride = 2 if stage > 0 and i == 0 else 1
         blocks.append(block_type(config, cin, width, stride, rngs=rngs))

@@ -22,20 +22,25 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from lamb_optax.masks import path_to_str
+from lamb_optax.models import config_presets
 from lamb_optax.models.dropout import dropout as _dropout
-from lamb_optax.sharding import LOGICAL_AXES_KEY, constrain
+from lamb_optax.sharding import LOGICAL_AXES_KEY
+from lamb_optax.sharding import constrain
 
 STACKED_LAYERS_PATH = "encoder/layers"
 
 # (width, depth, heads, MLP width): ViT-S is Touvron et al.'s DeiT-S shape, ViT-B Dosovitskiy
-# et al.'s Table 1; "tiny" is ours, for 8×8 digits on a CPU.
+# et al.'s Table 1; "tiny" is ours, for 8×8 digits on a CPU. S, B and L agree with
+# google-research/big_vision big_vision/models/vit.py decode_variant (S 384/12/6/1536, B
+# 768/12/12/3072, L 1024/24/16/4096; read at commit 0127fb6b337e). big_vision's ImageNet configs
+# also add a pre-logits layer (rep_size=True: Dense(width) + tanh) that this model does not have.
 _PRESETS = {
     "tiny": dict(hidden_size=64, num_layers=4, num_heads=4, mlp_size=128),
     "small": dict(hidden_size=384, num_layers=12, num_heads=6, mlp_size=1536),
@@ -88,13 +93,13 @@ class ViTConfig:
     return self.hidden_size // self.num_heads
 
   @classmethod
-  def preset(cls, name: str, **overrides: Any) -> "ViTConfig":
-    if name not in _PRESETS:
-      raise ValueError(f"Unknown ViT preset {name!r}; choose one of {sorted(_PRESETS)}.")
-    return cls(**{**_PRESETS[name], **overrides})
+  def preset(cls, name: str, **overrides: Any) -> ViTConfig:
+    """One of ``tiny`` (ours, for 8×8 digits), ``small`` (ViT-S), ``base``, ``large``, with any
+    field overridden."""
+    return config_presets.from_preset(cls, _PRESETS, name, overrides, "ViT")
 
 
-def _axes(*names: Optional[str]) -> dict[str, tuple[Optional[str], ...]]:
+def _axes(*names: str | None) -> dict[str, tuple[str | None, ...]]:
   return {LOGICAL_AXES_KEY: names}
 
 
@@ -153,7 +158,7 @@ class EncoderBlock(nnx.Module):
     probs = jax.nn.softmax(logits * self.config.head_dim ** -0.5, axis=-1).astype(v.dtype)
     return self.out(jnp.einsum("bnqk,bknd->bqnd", probs, v))
 
-  def __call__(self, x: jax.Array, dropout_rng: Optional[jax.Array] = None) -> jax.Array:
+  def __call__(self, x: jax.Array, dropout_rng: jax.Array | None = None) -> jax.Array:
     keys = [None] * 3 if dropout_rng is None else list(jax.random.split(dropout_rng, 3))
     rate = self.config.dropout
     x = x + _dropout(self.attention(self.norm1(x)), rate, keys[0])
@@ -177,7 +182,7 @@ class Encoder(nnx.Module):
 
     self.layers = make_layers(rngs)
 
-  def __call__(self, x: jax.Array, dropout_rng: Optional[jax.Array] = None) -> jax.Array:
+  def __call__(self, x: jax.Array, dropout_rng: jax.Array | None = None) -> jax.Array:
     graphdef, stacked = nnx.split(self.layers)
     keys = None if dropout_rng is None else jax.random.split(dropout_rng, self.config.num_layers)
 
@@ -204,7 +209,7 @@ class ViT(nnx.Module):
     self.head = _dense(config, h, config.num_classes, ("embed",), ("classes",), rngs, zero=True)
 
   def __call__(self, images: jax.Array, train: bool = False,
-               dropout_rng: Optional[jax.Array] = None) -> jax.Array:
+               dropout_rng: jax.Array | None = None) -> jax.Array:
     """Float32 logits (batch, classes) of images (batch, H, W, C); ``train`` is accepted for
     a common signature with :class:`lamb_optax.models.resnet.ResNet` (dropout follows the key)."""
     del train

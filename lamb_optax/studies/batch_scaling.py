@@ -1,4 +1,4 @@
-"""The batch-scaling study (issue 9): plan cells, derive their trainer configs, summarise, plot.
+"""The batch-scaling study: plan cells, derive their trainer configs, summarise, plot.
 
 Used by ``scripts/batch_scaling_study.py`` and ``colab/batch_scaling.ipynb``:
 
@@ -27,7 +27,8 @@ import json
 import math
 import os
 import time
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import ml_collections
 import numpy as np
@@ -213,7 +214,8 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
     except loop.NonFiniteLossError as error:  # a result of the study, not a failure of it
       metrics, diverged = {}, str(error)
       log(f"{cell.name} diverged: {error}")
-    row = result_row(cell, metrics, time.perf_counter() - started, diverged)
+    row = result_row(cell, metrics, time.perf_counter() - started, diverged,
+                     task=config.base.get("task", "bert_pretraining"))
     with open(results_path, "a") as f:
       f.write(json.dumps(row) + "\n")
     done.add(cell.name)
@@ -297,16 +299,39 @@ def write_outputs(workdir: str,
   return table
 
 
-def result_row(cell: Cell, metrics: dict[str, Any], wall_s: float,
-               diverged: str = "") -> dict[str, Any]:
-  """The JSON row recorded for a finished cell; a diverged cell has no eval metrics and the
-  trainer's non-finite-loss message in ``diverged``."""
+def compared_metrics(task: str) -> tuple[str, str]:
+  """The eval (loss, accuracy) a study compares ``task``'s runs by: BERT pretraining's masked-LM
+  pair (its ``loss`` adds the NSP loss, which says nothing about batch scaling), any other
+  task's own ``loss`` and ``accuracy``.
+
+  >>> compared_metrics("bert_pretraining"), compared_metrics("image_classification")
+  (('mlm_loss', 'mlm_accuracy'), ('loss', 'accuracy'))
+  """
+  return ("mlm_loss", "mlm_accuracy") if task == "bert_pretraining" else ("loss", "accuracy")
+
+
+def result_row(cell: Cell, metrics: dict[str, Any], wall_s: float, diverged: str = "",
+               task: str = "bert_pretraining") -> dict[str, Any]:
+  """The JSON row recorded for a finished cell: the :func:`compared_metrics` of ``task`` as
+  ``eval_<name>`` (``eval_mlm_loss`` for BERT, ``eval_loss`` for images) and every eval metric
+  in ``eval_metrics``. A diverged cell has None for both and the trainer's non-finite-loss
+  message in ``diverged``."""
   row = dict(dataclasses.asdict(cell), name=cell.name, wall_s=round(wall_s, 3),
              diverged=diverged)
-  row["eval_mlm_loss"] = _float(metrics.get("mlm_loss", metrics.get("loss")))
-  row["eval_mlm_accuracy"] = _float(metrics.get("mlm_accuracy", metrics.get("accuracy")))
+  for name in compared_metrics(task):
+    row[f"eval_{name}"] = _float(metrics.get(name))
   row["eval_metrics"] = {k: _float(v) for k, v in metrics.items()}
   return row
+
+
+def row_loss(row: dict[str, Any]) -> float | None:
+  """A result row's compared eval loss, whichever task wrote it (see :func:`result_row`)."""
+  return row["eval_mlm_loss"] if "eval_mlm_loss" in row else row.get("eval_loss")
+
+
+def row_accuracy(row: dict[str, Any]) -> float | None:
+  """A result row's compared eval accuracy, whichever task wrote it."""
+  return row["eval_mlm_accuracy"] if "eval_mlm_accuracy" in row else row.get("eval_accuracy")
 
 
 def _float(v):
@@ -317,8 +342,8 @@ def summarize(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
   """One row per ([variant,] optimizer, batch): the best learning rate (lowest mean eval loss over
   seeds), then mean/min/max of eval loss and accuracy over that LR's seeds (diverged seeds, which
   have no loss, are counted in ``diverged``), and total wall time. A row's ``optimizer`` is the
-  line it belongs to: the optimizer, or ``variant/optimizer`` for a study with variants (rows
-  ``eval_mlm_*`` hold the task's eval ``loss``/``accuracy`` for a task other than BERT)."""
+  line it belongs to: the optimizer, or ``variant/optimizer`` for a study with variants. Loss
+  and accuracy are each row's :func:`row_loss` and :func:`row_accuracy`."""
   groups: dict[tuple, dict[float, list[dict]]] = {}
   for r in results:
     line = f"{r['variant']}/{r['optimizer']}" if r.get("variant") else r["optimizer"]
@@ -327,11 +352,11 @@ def summarize(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
   table = []
   for (opt, batch), by_lr in sorted(groups.items()):
     def mean_loss(rows):
-      losses = [x["eval_mlm_loss"] for x in rows if _finite(x["eval_mlm_loss"])]
+      losses = [row_loss(x) for x in rows if _finite(row_loss(x))]
       return sum(losses) / len(losses) if losses else math.inf
     lr, rows = min(by_lr.items(), key=lambda kv: mean_loss(kv[1]))
-    losses = [x["eval_mlm_loss"] for x in rows]
-    accs = [x["eval_mlm_accuracy"] for x in rows]
+    losses = [row_loss(x) for x in rows]
+    accs = [row_accuracy(x) for x in rows]
     table.append(dict(
         optimizer=opt, batch_size=batch, learning_rate=lr, seeds=len(rows),
         diverged=sum(1 for x in rows if x.get("diverged")),
@@ -475,7 +500,7 @@ def plot_axes(table: Sequence[dict[str, Any]], ax: Any, title: str = "",
   lines = sorted({r["optimizer"] for r in finite})
   optimizers = sorted({line.split("/")[-1] for line in lines})
   styles = {v: s for v, s in zip(sorted({line.rpartition("/")[0] for line in lines}),
-                                 ("-", "--", ":", "-."))}
+                                 ("-", "--", ":", "-."), strict=False)}
   for line in lines:
     rows = sorted((r for r in finite if r["optimizer"] == line), key=lambda r: r["batch_size"])
     scale = rows[0][f"{key}_mean"] if relative else 1.0

@@ -6,7 +6,7 @@ See :mod:`lamb_optax.tasks.base` for the interface the trainer calls.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Optional
+from typing import Any
 
 TASKS = {
     "bert_pretraining": "lamb_optax.tasks.bert_pretraining",
@@ -17,7 +17,7 @@ TASKS = {
 }
 
 
-def build(config: Any, mesh: Any, workdir: Optional[str]) -> Any:
+def build(config: Any, mesh: Any, workdir: str | None) -> Any:
   """The task ``config.task`` names, built for ``mesh``.
 
   ``workdir=None`` builds it without data (shapes only: compiling for another machine).

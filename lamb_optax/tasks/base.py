@@ -4,8 +4,8 @@ The trainer (``lamb_optax.train``) knows no model. A task gives it:
 
 * parameters: their abstract shapes, their shardings on the mesh and a fresh initialisation;
   for ``config.init_from`` the trainer restores another run's parameters of the same shapes, or
-  calls the task's optional ``params_from(source, restore_params)`` where they differ (fine-tuning heads, a
-  Hugging Face checkpoint);
+  calls the task's optional ``params_from(source, restore_params)`` where they differ
+  (fine-tuning heads, a Hugging Face checkpoint);
 * ``stacked_axes``: which leading parameter axes are layers stacked by ``scan`` (for LAMB's
   per-layer trust ratios);
 * the objective in *sum* form with *global* normalisers: ``normalizers(global_batch)`` runs once
@@ -26,7 +26,7 @@ registered in :data:`lamb_optax.tasks.TASKS`, and a config that names it (``conf
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any, Optional, Protocol
+from typing import Any, Protocol, TypeVar
 
 import jax
 import numpy as np
@@ -40,6 +40,25 @@ Batch = Mapping[str, jax.Array]
 # the step calls once per optimizer step. The optimizer never sees it (lamb_optax.train.step).
 MODEL_STATE = "model_state"
 HostBatch = dict[str, np.ndarray]
+
+_T = TypeVar("_T")
+
+
+def require_data(data: _T | None) -> _T:
+  """``data``, or the error every task gives when it was built without data (``workdir=None``,
+  e.g. to compile for a TPU slice) and is then asked for batches.
+
+  >>> require_data([1, 2])
+  [1, 2]
+  >>> require_data(None)
+  Traceback (most recent call last):
+  ...
+  ValueError: This task was built without data (workdir=None): it can compile, not train.
+  """
+  if data is None:
+    raise ValueError("This task was built without data (workdir=None): it can compile, not "
+                     "train.")
+  return data
 
 
 class Task(Protocol):
@@ -63,7 +82,7 @@ class Task(Protocol):
   def normalizers(self, batch: Batch) -> dict[str, jax.Array]:
     """Denominators of the global batch's mean losses, from the whole (global) batch."""
 
-  def objective(self, params: PyTree, batch: Batch, dropout_rng: Optional[jax.Array],
+  def objective(self, params: PyTree, batch: Batch, dropout_rng: jax.Array | None,
                 normalizers: Mapping[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
     """A micro-batch's contribution to the mean loss, and its metric sums."""
 

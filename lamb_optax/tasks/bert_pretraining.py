@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,8 +26,9 @@ from flax import nnx
 from lamb_optax import data as data_lib
 from lamb_optax import sharding
 from lamb_optax.models import bert
-from lamb_optax.models.config import BertConfig
-from lamb_optax.models.config import flops_per_token
+from lamb_optax.models.bert_config import BertConfig
+from lamb_optax.models.bert_config import flops_per_token
+from lamb_optax.tasks.base import require_data
 
 PyTree = Any
 
@@ -51,8 +52,8 @@ class Datasets:
   train: Any  # random-access source: len() and [i] -> dict of numpy features
   eval: Any
   vocab_size: int
-  special: Optional[data_lib.SpecialIds]
-  continuation: Optional[np.ndarray]
+  special: data_lib.SpecialIds | None
+  continuation: np.ndarray | None
   masking: data_lib.MaskingConfig
 
 
@@ -146,7 +147,7 @@ class BertPretraining:
   graphdef: Any
   abstract_state: Any  # nnx.State of Params, shapes only
   param_shardings: PyTree
-  datasets: Optional[Datasets]  # None when built without data (compiling only)
+  datasets: Datasets | None  # None when built without data (compiling only)
 
   def stacked_axes(self, params: PyTree) -> PyTree:
     return bert.stacked_axes(params)
@@ -221,10 +222,7 @@ class BertPretraining:
     return {k: jax.ShapeDtypeStruct(shape, dtype) for k, (shape, dtype) in spec.items()}
 
   def _data(self) -> Datasets:
-    if self.datasets is None:
-      raise ValueError("This task was built without data (workdir=None): it can compile, not "
-                       "train.")
-    return self.datasets
+    return require_data(self.datasets)
 
   def train_iterator(self, per_process_batch_size: int):
     d, dynamic = self._data(), self.config.data.dynamic_masking
@@ -247,7 +245,7 @@ class BertPretraining:
 
 
 def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
-          workdir: Optional[str]) -> BertPretraining:
+          workdir: str | None) -> BertPretraining:
   """The task for ``config``; its data is found (or built) in ``workdir`` unless it is None."""
   datasets = prepare(config, workdir) if workdir is not None else None
   vocab_size = datasets.vocab_size if datasets else _vocab_size_without_data(config)
@@ -255,7 +253,7 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
 
 
 def build_model(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, vocab_size: int,
-                datasets: Optional[Datasets] = None) -> BertPretraining:
+                datasets: Datasets | None = None) -> BertPretraining:
   """The task's model side for a known vocabulary (no data read)."""
   bert_config = model_config(config, vocab_size)
   abstract_model = nnx.eval_shape(lambda: bert.BertForPreTraining(bert_config, rngs=nnx.Rngs(0)))

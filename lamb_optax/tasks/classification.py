@@ -11,11 +11,10 @@ from sums (:mod:`lamb_optax.tasks.glue_metrics`).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import Any, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -54,14 +53,7 @@ class SequenceClassification(finetuning.FinetuneTask):
     if self.regression:
       return bert_heads.regression_sums(logits[:, 0], batch["label"], batch["weight"],
                                         self.label_center)
-    return bert_heads.classification_sums(logits, batch["label"], batch["weight"])
-
-  def objective(self, params, batch, dropout_rng, normalizers):
-    sums = self._sums(params, batch, dropout_rng)
-    return sums["loss_sum"] / jnp.maximum(normalizers["count"], 1.0), sums
-
-  def eval_sums(self, params, batch):
-    return self._sums(params, batch, None)
+    return bert_heads.cross_entropy_and_confusion_sums(logits, batch["label"], batch["weight"])
 
   def summarise(self, sums: Mapping[str, float]) -> dict[str, float]:
     if self.regression:
@@ -119,7 +111,7 @@ def majority_accuracy(train_labels: np.ndarray, eval_labels: np.ndarray) -> floa
 def build_task(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *, name: str,
                label_names: Sequence[str], metrics: Sequence[str] = (),
                label_center: float = 0.0,
-               load: Optional[Any] = None) -> SequenceClassification:
+               load: Any | None = None) -> SequenceClassification:
   """The task; ``load(tokenizer) -> (train arrays, eval arrays)`` or None (no data)."""
   encoder = finetuning.resolve_encoder(config)
   num_labels = max(1, len(label_names))

@@ -27,7 +27,6 @@ import dataclasses
 import os
 import sysconfig
 import zlib
-from typing import Optional
 
 import jax
 import ml_collections
@@ -59,10 +58,8 @@ def _public_functions(body):
 
 def module_docstrings(path: str, relative: str) -> list[Docstring]:
   """The labelled docstrings of one module file, in source order."""
-  try:
-    with open(path, encoding="utf-8") as f:
-      tree = ast.parse(f.read())
-  except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+  tree = sources.parse_module(path)
+  if tree is None:
     return []
   found = [("module", tree)]
   for node in tree.body:
@@ -74,7 +71,7 @@ def module_docstrings(path: str, relative: str) -> list[Docstring]:
   return [Docstring(relative, kind, text) for kind, node in found if (text := _text(node))]
 
 
-def docstring_examples(max_modules: Optional[int] = None) -> list[Docstring]:
+def docstring_examples(max_modules: int | None = None) -> list[Docstring]:
   """Every labelled docstring of the standard library (as the embedded corpus reads it)."""
   root = sysconfig.get_paths()["stdlib"]
   files = sources._stdlib_files()[:max_modules]  # pylint: disable=protected-access
@@ -103,7 +100,7 @@ def _arrays(tokenizer, examples, max_seq_length, limit):
 
 
 def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
-          workdir: Optional[str]) -> classification.SequenceClassification:
+          workdir: str | None) -> classification.SequenceClassification:
   """The task (``config.task = "docs_classification"``); no data when ``workdir`` is None."""
   f = config.finetune
 

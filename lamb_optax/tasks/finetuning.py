@@ -23,8 +23,8 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
-from typing import Any, Callable, Optional
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import ml_collections
@@ -36,8 +36,9 @@ from lamb_optax import sharding
 from lamb_optax.data import corpus
 from lamb_optax.models import bert
 from lamb_optax.models import hf
-from lamb_optax.models.config import BertConfig
-from lamb_optax.models.config import flops_per_token
+from lamb_optax.models.bert_config import BertConfig
+from lamb_optax.models.bert_config import flops_per_token
+from lamb_optax.tasks.base import require_data
 
 PyTree = Any
 _log = logging.getLogger(__name__)
@@ -155,7 +156,7 @@ def load_encoder(encoder: EncoderSource, abstract_bert: PyTree, bert_shardings: 
 # ------------------------------------------------------------------------------------------------
 # Tokenising
 # ------------------------------------------------------------------------------------------------
-def encode_pairs(tokenizer, texts_a: Sequence[str], texts_b: Optional[Sequence[str]],
+def encode_pairs(tokenizer, texts_a: Sequence[str], texts_b: Sequence[str] | None,
                  max_seq_length: int) -> dict[str, np.ndarray]:
   """``[CLS] a [SEP] (b [SEP])`` ids, segment ids and mask, padded to ``max_seq_length``.
 
@@ -169,7 +170,7 @@ def encode_pairs(tokenizer, texts_a: Sequence[str], texts_b: Optional[Sequence[s
   tokenizer = _copy(tokenizer)
   tokenizer.enable_truncation(max_seq_length, strategy="longest_first")
   tokenizer.enable_padding(length=max_seq_length, pad_id=tokenizer.token_to_id("[PAD]"))
-  inputs = list(texts_a) if texts_b is None else list(zip(texts_a, texts_b))
+  inputs = list(texts_a) if texts_b is None else list(zip(texts_a, texts_b, strict=True))
   encodings = tokenizer.encode_batch(inputs)
   return {"input_ids": np.array([e.ids for e in encodings], np.int32),
           "segment_ids": np.array([e.type_ids for e in encodings], np.int32),
@@ -229,12 +230,28 @@ def padded_eval_batches(arrays: Mapping[str, np.ndarray], per_process_batch_size
            for k, v in out.items()} for i in range(batches)]
 
 
+def restore_run(workdir: str, build: Callable[..., Any],
+                restore_params: Callable[[str, PyTree], PyTree]) -> tuple[Any, Any, PyTree]:
+  """``(config, task, params)`` of the fine-tuning run in ``workdir``, for scoring it: the run's
+  saved ``config.json``, its task rebuilt by ``build(config, mesh, workdir)`` on one device, and
+  the newest checkpoint's params (``restore_params`` is the trainer's)."""
+  with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  mesh = sharding.make_mesh({"data": 1}, devices=jax.devices()[:1])
+  task = build(config, mesh, workdir)
+  params = restore_params(
+      workdir, sharding.with_shardings(task.abstract_params(), task.param_shardings))
+  return config, task, params
+
+
 # ------------------------------------------------------------------------------------------------
 # The shared task
 # ------------------------------------------------------------------------------------------------
 @dataclasses.dataclass
 class FinetuneTask:
-  """The model-and-data side every fine-tuning task shares; subclasses add the objective."""
+  """The model-and-data side every fine-tuning task shares; subclasses add ``_sums(params,
+  batch, dropout_rng)``, the batch's summed loss (``loss_sum``), ``count`` and metric sums, from
+  which the objective and the eval sums both come."""
 
   config: ml_collections.ConfigDict
   encoder: EncoderSource
@@ -243,8 +260,8 @@ class FinetuneTask:
   graphdef: Any
   abstract_state: Any
   param_shardings: PyTree
-  train: Optional[Mapping[str, np.ndarray]]  # None when built without data
-  eval: Optional[Mapping[str, np.ndarray]]
+  train: Mapping[str, np.ndarray] | None  # None when built without data
+  eval: Mapping[str, np.ndarray] | None
 
   @classmethod
   def create(cls, config, mesh, encoder, make_model, train, eval_, **extra):
@@ -293,6 +310,16 @@ class FinetuneTask:
   def normalizers(self, batch) -> dict[str, jax.Array]:
     return {"count": jax.numpy.sum(batch["weight"].astype(jax.numpy.float32))}
 
+  def _sums(self, params, batch, dropout_rng) -> dict[str, jax.Array]:
+    raise NotImplementedError
+
+  def objective(self, params, batch, dropout_rng, normalizers):
+    sums = self._sums(params, batch, dropout_rng)
+    return sums["loss_sum"] / jax.numpy.maximum(normalizers["count"], 1.0), sums
+
+  def eval_sums(self, params, batch):
+    return self._sums(params, batch, None)
+
   def tokens_per_example(self) -> int:
     return self.max_seq_length
 
@@ -308,11 +335,7 @@ class FinetuneTask:
     return (flops_per_token(c, seq, p) - mlm_head) * seq
 
   def _data(self, split: str) -> Mapping[str, np.ndarray]:
-    arrays = getattr(self, split)
-    if arrays is None:
-      raise ValueError("This task was built without data (workdir=None): it can compile, not "
-                       "train.")
-    return arrays
+    return require_data(getattr(self, split))
 
   def train_iterator(self, per_process_batch_size: int):
     return iter(data_lib.train_batches(

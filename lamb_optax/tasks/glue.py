@@ -21,13 +21,15 @@ import csv
 import dataclasses
 import json
 import os
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 
 from lamb_optax.tasks import classification
+from lamb_optax.tasks import finetuning
 from lamb_optax.tasks import glue_metrics
 
 
@@ -92,7 +94,8 @@ def glue_task(name: str) -> GlueTask:
   >>> glue_task("squad")
   Traceback (most recent call last):
   ...
-  ValueError: Unknown GLUE task 'squad'; choose one of cola, mnli_matched, mnli_mismatched, mrpc, qnli, rte, sst2, stsb (finetune.glue_task).
+  ValueError: Unknown GLUE task 'squad'; choose one of cola, mnli_matched, mnli_mismatched, mrpc,
+  qnli, rte, sst2, stsb (finetune.glue_task).
   """
   return GLUE_TASKS[canonical_name(name)]
 
@@ -107,7 +110,7 @@ def _decode(value) -> str:
   return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def read_tfds(task: GlueTask, split: str, data_dir: Optional[str] = None) -> Examples:
+def read_tfds(task: GlueTask, split: str, data_dir: str | None = None) -> Examples:
   """Examples of a prepared TFDS GLUE split (read as a data source: no TensorFlow needed)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   try:
@@ -169,7 +172,7 @@ def _arrays(tokenizer, examples: Examples, task: GlueTask, max_seq_length: int, 
 
 
 def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
-          workdir: Optional[str]) -> classification.SequenceClassification:
+          workdir: str | None) -> classification.SequenceClassification:
   """The GLUE task ``config.finetune.glue_task``; no data when ``workdir`` is None."""
   task = glue_task(config.finetune.glue_task)
   f = config.finetune
@@ -208,14 +211,8 @@ def score(task: GlueTask, outputs: np.ndarray, labels: Sequence) -> dict[str, fl
 
 def predict(workdir: str, restore_params: Callable[[str, Any], Any]) -> dict[str, float]:
   """Scores the newest checkpoint of a GLUE run on its whole dev set; writes the results."""
-  from lamb_optax import sharding  # pylint: disable=g-import-not-at-top
-  with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  mesh = sharding.make_mesh({"data": 1}, devices=jax.devices()[:1])
+  config, task, params = finetuning.restore_run(workdir, build, restore_params)
   task_def = glue_task(config.finetune.glue_task)
-  task = build(config, mesh, workdir)
-  params = restore_params(
-      workdir, sharding.with_shardings(task.abstract_params(), task.param_shardings))
   outputs = task.predict(params, task.eval)
   metrics = score(task_def, outputs, task.eval["label"])
   name = config.finetune.glue_task
@@ -224,7 +221,7 @@ def predict(workdir: str, restore_params: Callable[[str, Any], Any]) -> dict[str
   with open(os.path.join(workdir, f"glue_{name}_dev_predictions.tsv"), "w",
             encoding="utf-8") as f:
     f.write("index\tprediction\tlabel\n")
-    for i, (o, y) in enumerate(zip(outputs, task.eval["label"])):
+    for i, (o, y) in enumerate(zip(outputs, task.eval["label"], strict=True)):
       pred = float(o) if not task_def.labels else task_def.labels[int(np.argmax(o))]
       f.write(f"{i}\t{pred}\t{y}\n")
   return metrics

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -36,8 +36,10 @@ from flax import nnx
 from lamb_optax import sharding
 from lamb_optax.data import images as images_lib
 from lamb_optax.data import loader
-from lamb_optax.models import resnet, vit
+from lamb_optax.models import resnet
+from lamb_optax.models import vit
 from lamb_optax.tasks.base import MODEL_STATE
+from lamb_optax.tasks.base import require_data
 
 PyTree = Any
 _DATASET_INFO = {"digits": images_lib.DIGITS_INFO,
@@ -70,11 +72,15 @@ def model_config(config: ml_collections.ConfigDict, info: images_lib.DatasetInfo
   raise ValueError(f"Unknown image.model {i.model!r}; choose 'resnet' or 'vit'.")
 
 
-def classification_sums(logits: jax.Array, labels: jax.Array, weights: Optional[jax.Array] = None,
-                        label_smoothing: float = 0.0) -> dict[str, jax.Array]:
-  """Summed (smoothed) cross-entropy, top-1 and top-5 hits and example count.
+def cross_entropy_and_top_k_sums(
+    logits: jax.Array,
+    labels: jax.Array,
+    weights: jax.Array | None = None,
+    label_smoothing: float = 0.0,
+) -> dict[str, jax.Array]:
+  """Summed (smoothed) cross-entropy, top-1 and (5 classes or more) top-5 hits and example count.
 
-  >>> sums = classification_sums(jnp.array([[2.0, 1.0, 0.0]]), jnp.array([1]))
+  >>> sums = cross_entropy_and_top_k_sums(jnp.array([[2.0, 1.0, 0.0]]), jnp.array([1]))
   >>> float(sums["correct"]), float(sums["count"])
   (0.0, 1.0)
   """
@@ -106,7 +112,7 @@ class ImageClassification:
   graphdef: Any
   abstract_states: tuple  # (nnx Param state, nnx BatchStat state), shapes only
   param_shardings: PyTree
-  splits: Optional[dict[str, Any]]  # None when built without data (compiling only)
+  splits: dict[str, Any] | None  # None when built without data (compiling only)
 
   @property
   def is_resnet(self) -> bool:
@@ -160,8 +166,8 @@ class ImageClassification:
       logits, moments = resnet.train_forward(model, batch["image"])
     else:
       logits, moments = model(batch["image"], train=True, dropout_rng=dropout_rng), None
-    sums = classification_sums(logits, batch["label"],
-                               label_smoothing=self.config.image.label_smoothing)
+    sums = cross_entropy_and_top_k_sums(logits, batch["label"],
+                                        label_smoothing=self.config.image.label_smoothing)
     loss = sums["loss_sum"] / normalizers["count"]
     if moments is not None:
       sums[MODEL_STATE] = moments  # summed over micro-batches by the step, then update_model_state
@@ -174,7 +180,7 @@ class ImageClassification:
 
   def eval_sums(self, params, batch):
     logits = self.model(params)(batch["image"], train=False)
-    return classification_sums(logits, batch["label"], batch.get("weight"))
+    return cross_entropy_and_top_k_sums(logits, batch["label"], batch.get("weight"))
 
   def summarise(self, sums: Mapping[str, float]) -> dict[str, float]:
     s = {k: float(v) for k, v in sums.items() if k != MODEL_STATE}
@@ -199,10 +205,7 @@ class ImageClassification:
             "label": jax.ShapeDtypeStruct((), np.int32)}
 
   def _splits(self) -> dict[str, Any]:
-    if self.splits is None:
-      raise ValueError("This task was built without data (workdir=None): it can compile, not "
-                       "train.")
-    return self.splits
+    return require_data(self.splits)
 
   def _kind(self) -> str:
     return self.config.image.augment
@@ -253,7 +256,7 @@ def load_splits(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
-          workdir: Optional[str]) -> ImageClassification:
+          workdir: str | None) -> ImageClassification:
   """The task for ``config``; reads its data unless ``workdir`` is None."""
   info = dataset_info(config)
   m_config = model_config(config, info)

@@ -23,7 +23,8 @@ import dataclasses
 import json
 import logging
 import os
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -49,7 +50,7 @@ class SquadData:
 class QuestionAnswering(finetuning.FinetuneTask):
   """A :class:`lamb_optax.tasks.base.Task`: start/end logits over every token."""
 
-  squad: Optional[SquadData]
+  squad: SquadData | None
   EVERY_TOKEN = True
 
   def describe(self) -> str:
@@ -76,13 +77,6 @@ class QuestionAnswering(finetuning.FinetuneTask):
              & (jnp.argmax(end, -1) == batch["end_position"]))
     return {"loss_sum": jnp.sum(w * loss), "span_correct": jnp.sum(w * exact),
             "count": jnp.sum(w)}
-
-  def objective(self, params, batch, dropout_rng, normalizers):
-    sums = self._sums(params, batch, dropout_rng)
-    return sums["loss_sum"] / jnp.maximum(normalizers["count"], 1.0), sums
-
-  def eval_sums(self, params, batch):
-    return self._sums(params, batch, None)
 
   def summarise(self, sums):
     s = {k: float(np.asarray(v)) for k, v in sums.items()}
@@ -149,7 +143,7 @@ def _limit(examples, n):
 
 
 def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
-          workdir: Optional[str]) -> QuestionAnswering:
+          workdir: str | None) -> QuestionAnswering:
   """The SQuAD v1.1 task; no data when ``workdir`` is None."""
   f = config.finetune
   encoder = finetuning.resolve_encoder(config)
@@ -175,13 +169,7 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
 
 def predict(workdir: str, restore_params: Callable[[str, Any], Any]) -> dict[str, float]:
   """Predicts every dev question with DIR's latest checkpoint; writes predictions.json; scores."""
-  from lamb_optax import sharding  # pylint: disable=g-import-not-at-top
-  with open(os.path.join(workdir, "config.json"), encoding="utf-8") as fh:
-    config = ml_collections.ConfigDict(json.load(fh))
-  mesh = sharding.make_mesh({"data": 1}, devices=jax.devices()[:1])
-  task = build(config, mesh, workdir)
-  params = restore_params(
-      workdir, sharding.with_shardings(task.abstract_params(), task.param_shardings))
+  config, task, params = finetuning.restore_run(workdir, build, restore_params)
   starts, ends = task.logits(params)
   f = config.finetune
   predictions = squad_data.predict_answers(

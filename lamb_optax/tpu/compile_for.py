@@ -24,7 +24,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
-from typing import Any, Optional
+from typing import Any
 
 from lamb_optax import accelerators
 from lamb_optax import sharding
@@ -56,18 +56,18 @@ class Report:
   memory_per_chip_bytes: dict[str, float]
   margin_bytes: float
   compile_seconds: float
-  flops_per_step: Optional[float] = None
-  flops_per_chip: Optional[float] = None
-  model_flops_per_step: Optional[float] = None
-  bytes_accessed_per_step: Optional[float] = None
-  bytes_accessed_per_chip: Optional[float] = None
+  flops_per_step: float | None = None
+  flops_per_chip: float | None = None
+  model_flops_per_step: float | None = None
+  bytes_accessed_per_step: float | None = None
+  bytes_accessed_per_chip: float | None = None
   xla_cost_analysis_per_chip: dict[str, float] = dataclasses.field(default_factory=dict)
   loops: dict[str, int] = dataclasses.field(default_factory=dict)
-  fusions: Optional[int] = None
+  fusions: int | None = None
   collectives: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
   estimate: dict[str, Any] = dataclasses.field(default_factory=dict)
-  estimated_step_seconds: Optional[float] = None
-  estimated_mfu: Optional[float] = None
+  estimated_step_seconds: float | None = None
+  estimated_mfu: float | None = None
   error: str = ""
   advice: str = ""
 
@@ -111,12 +111,14 @@ def _mesh_hint(config, n: int) -> str:
   if fsdp > 0 and tensor > 0 and n % (fsdp * tensor) == 0:
     return (f"This would: --config.mesh.data=-1 --config.mesh.fsdp={fsdp} "
             f"--config.mesh.tensor={tensor} (data = {n // (fsdp * tensor)}).")
-  return f"This would: --config.mesh.data=-1 --config.mesh.fsdp=1 --config.mesh.tensor=1 (data = {n})."
+  return ("This would: --config.mesh.data=-1 --config.mesh.fsdp=1 --config.mesh.tensor=1 "
+          f"(data = {n}).")
 
 
 def check_libtpu() -> None:
   if importlib.util.find_spec("libtpu") is None:
-    raise CompileForError(f"Compiling for a TPU needs libtpu, which is not installed: {INSTALL_HINT}.")
+    raise CompileForError(
+        f"Compiling for a TPU needs libtpu, which is not installed: {INSTALL_HINT}.")
 
 
 @contextlib.contextmanager
@@ -163,6 +165,7 @@ def compile_for(config, accelerator_type: str) -> Report:
   """Compiles the trainer's step for ``accelerator_type``; raises :class:`CompileForError` on bad
   input, returns a :class:`Report` (``fits`` False on an out-of-memory compile too)."""
   import jax  # pylint: disable=g-import-not-at-top
+
   from lamb_optax.train import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
   slice_, topo = resolve_slice(accelerator_type)
   plan = check_config(config, slice_)
@@ -202,7 +205,7 @@ def compile_for(config, accelerator_type: str) -> Report:
 
 
 def _first_line(text: str) -> str:
-  lines = [l for l in text.splitlines() if "RESOURCE_EXHAUSTED" in l]
+  lines = [line for line in text.splitlines() if "RESOURCE_EXHAUSTED" in line]
   return (lines[0] if lines else text.splitlines()[0]).strip()[:500]
 
 
@@ -210,8 +213,8 @@ def _memory_from_error(text: str) -> dict[str, float]:
   """XLA:TPU says e.g. "Used 20.58G of 15.48G hbm" or "memory required for HLO temporaries
   (20.13G) exceeds available HBM (15.75G)": what it would have needed, and had."""
   m = (re.search(r"Used ([\d.]+)([KMGT]) of ([\d.]+)([KMGT]) hbm", text) or
-       re.search(r"required for [\w ]+\(([\d.]+)([KMGT])\) exceeds available HBM \(([\d.]+)([KMGT])\)",
-                 text))
+       re.search(r"required for [\w ]+\(([\d.]+)([KMGT])\) "
+                 r"exceeds available HBM \(([\d.]+)([KMGT])\)", text))
   if not m:
     return {}
   scale = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
@@ -299,7 +302,7 @@ def advice(config, report: Report) -> str:
 # ------------------------------------------------------------------------------------------------
 # Output
 # ------------------------------------------------------------------------------------------------
-def _gb(x: Optional[float]) -> str:
+def _gb(x: float | None) -> str:
   return "?" if x is None else f"{x / 2**30:.2f} GiB"
 
 
@@ -318,7 +321,8 @@ def summary(report: Report) -> str:
   verdict = "FITS" if r.fits else "DOES NOT FIT"
   lines.append(f"{verdict}: margin {_gb(r.margin_bytes) if not r.error else '?'} per chip")
   if r.flops_per_step is not None:
-    lines.append(f"per step: {r.flops_per_step:.3e} FLOPs (model count {r.model_flops_per_step:.3e}),"
+    lines.append(f"per step: {r.flops_per_step:.3e} FLOPs "
+                 f"(model count {r.model_flops_per_step:.3e}),"
                  f" {r.bytes_accessed_per_step:.3e} bytes accessed (whole slice); loops {r.loops}")
     coll = ", ".join(f"{op} {v['count']}x {v['bytes'] / 2**20:.1f} MiB"
                      for op, v in r.collectives.items()) or "none"
@@ -359,7 +363,7 @@ def markdown_table(reports: dict[str, dict[str, Any]]) -> str:
   return "\n".join(lines)
 
 
-def main(config, accelerator_type: str, report_path: Optional[str] = None) -> int:
+def main(config, accelerator_type: str, report_path: str | None = None) -> int:
   """``--compile_for``: prints the report, writes it as JSON; 0 fits, 1 does not, 2 bad input."""
   try:
     problem = report_path and workdir.new_file_problem(report_path, "--compile_report")

@@ -48,7 +48,7 @@ import collections
 import dataclasses
 import math
 import re
-from typing import Any, Optional
+from typing import Any
 
 COLLECTIVES = ("all-reduce", "reduce-scatter", "all-gather", "all-to-all", "collective-permute")
 _DTYPE_BYTES = {"pred": 1, "s4": 0.5, "u4": 0.5, "s8": 1, "u8": 1, "f8e4m3fn": 1, "f8e5m2": 1,
@@ -79,7 +79,7 @@ class _Instruction:
     return re.findall(r"%([\w.\-]+)", self.rest.split("), ", 1)[0])
 
   @property
-  def called(self) -> Optional[str]:
+  def called(self) -> str | None:
     m = re.search(r"\bcalls=%?([\w.\-]+)", self.rest)
     return m.group(1) if m else None
 
@@ -105,7 +105,7 @@ def _array_bytes(dtype: str, dims: str) -> float:
   return _DTYPE_BYTES.get(dtype, 4) * math.prod(int(d) for d in dims.split(",") if d)
 
 
-def parse(text: str) -> tuple[dict[str, list[_Instruction]], Optional[str]]:
+def parse(text: str) -> tuple[dict[str, list[_Instruction]], str | None]:
   """Computations (name -> instructions) of an HLO module's text, and the entry's name."""
   computations: dict[str, list[_Instruction]] = {}
   entry, current = None, None
@@ -161,7 +161,7 @@ def _callees(inst: _Instruction, computations) -> list[tuple[str, int]]:
   return out
 
 
-def _runs(computations: dict[str, list[_Instruction]], entry: Optional[str]) -> dict[str, int]:
+def _runs(computations: dict[str, list[_Instruction]], entry: str | None) -> dict[str, int]:
   """How often each computation reachable from the entry runs per module run."""
   runs: dict[str, int] = collections.defaultdict(int)
 
@@ -207,7 +207,7 @@ def analyse(text: str) -> HloStats:
   return stats
 
 
-def _collective(opcode: str) -> Optional[str]:
+def _collective(opcode: str) -> str | None:
   """The collective an opcode starts (``all-reduce``, ``all-reduce-start``), else None."""
   base = opcode[:-len("-start")] if opcode.endswith("-start") else opcode
   return base if base in COLLECTIVES else None
@@ -235,7 +235,8 @@ def _traffic(inst: _Instruction, shapes: dict[str, str],
     # An async copy's tuple is (operand, result, context): it reads the operand, or for a slice
     # only the slice, and writes the result once (its -done moves nothing more).
     result = _array_bytes(*_ARRAY.findall(inst.shape)[1])
-    source = shape_bytes(shapes.get(inst.operands[0], "")) if inst.opcode == "copy-start" else result
+    source = (shape_bytes(shapes.get(inst.operands[0], "")) if inst.opcode == "copy-start"
+              else result)
     return source + result
   body = computations.get(inst.called or "") if inst.opcode == "fusion" else None
   read = 0.0

@@ -1,4 +1,7 @@
-r"""Pretrain BERT with LAMB: ``python -m lamb_optax.train --config=configs/tiny.py --workdir=DIR``.
+r"""The trainer's command line: ``python -m lamb_optax.train --config=CONFIG --workdir=DIR``.
+
+It trains the task ``config.task`` names: BERT pretraining with LAMB in ``configs/tiny.py`` (the
+README's main job), fine-tuning or image classification in other configs.
 
 Config values can be overridden on the command line (``--config.global_batch_size=256``).
 Running the same command again resumes from the last checkpoint in ``--workdir``.
@@ -26,7 +29,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, met
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "HOST:PORT of process 0, for multi-host runs outside Cloud TPU.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (hosts).")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes).")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "This process's index in [0, num_processes).")
 _INIT_TIMEOUT = flags.DEFINE_integer(
     "distributed_timeout_seconds", 300, "How long to wait for all processes to join.")
 _COMPILE_FOR = flags.DEFINE_string(

@@ -20,13 +20,13 @@ import json
 import logging
 import os
 import zlib
-from typing import Any, Optional
+from typing import Any
 
 import grain
 import jax
 import numpy as np
-from etils import epath
 import orbax.checkpoint as ocp
+from etils import epath
 
 PyTree = Any
 
@@ -74,7 +74,7 @@ def write_checksums(step_dir: epath.Path) -> None:
   tmp.rename(step_dir / CHECKSUM_FILE)
 
 
-def verify_checksums(step_dir: epath.Path) -> Optional[list[str]]:
+def verify_checksums(step_dir: epath.Path) -> list[str] | None:
   """The files of a step that fail their recorded checksums ([] = intact); None when none were
   recorded."""
   path = step_dir / CHECKSUM_FILE
@@ -121,7 +121,7 @@ class Checkpointer:
 
     self._unconfirmed: set[int] = set()  # saved steps whose checksums are not written yet
 
-  def latest_step(self) -> Optional[int]:
+  def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
   def _step_dir(self, step: int) -> epath.Path:
@@ -144,7 +144,7 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
 
-  def save(self, step: int, state: PyTree, data_iterator: Optional[Any] = None,
+  def save(self, step: int, state: PyTree, data_iterator: Any | None = None,
            force: bool = False) -> None:
     # Orbax waits for the previous save before starting this one anyway: checksumming it now
     # adds no wait, only the read of its files.
@@ -155,8 +155,8 @@ class Checkpointer:
     if self._manager.save(step, args=ocp.args.Composite(**items), force=force):
       self._unconfirmed.add(step)
 
-  def restore(self, abstract_state: PyTree, data_iterator: Optional[Any] = None,
-              step: Optional[int] = None) -> tuple[int, PyTree]:
+  def restore(self, abstract_state: PyTree, data_iterator: Any | None = None,
+              step: int | None = None) -> tuple[int, PyTree]:
     """Restores ``step`` (default: latest) into the shapes/shardings of ``abstract_state``.
 
     The data iterator, if given, is restored in place. Raises ShapeMismatchError, naming the
@@ -170,7 +170,7 @@ class Checkpointer:
     restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     return step, restored["state"]
 
-  def _intact_step(self, step: Optional[int]) -> int:
+  def _intact_step(self, step: int | None) -> int:
     """``step``, or the newest checkpoint whose files match their checksums.
 
     Every process verifies (the same shared files, so the same decision); process 0 then moves

@@ -1,4 +1,8 @@
-"""The trainer's config schema, and the checks that run before anything is compiled.
+"""The trainer's config: its schema, locking, loading, and the checks of single values.
+
+:func:`check_values` and :func:`check_schedule` look at a config alone; the one pre-compile check
+that also plans the batch on a set of devices is :func:`lamb_optax.train.plan.check`, which runs
+them.
 
 Every config in ``configs/`` starts from :func:`default_config` and changes values; the result is
 locked, so a misspelt key (in the file or in a ``--config.x=y`` override) is an error naming the
@@ -11,14 +15,15 @@ import dataclasses
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import ml_collections
 from absl import flags
 from ml_collections import config_dict
 from ml_collections import config_flags
 
-from lamb_optax.recipes import LR_SCHEDULES, OPTIMIZERS
+from lamb_optax.recipes import LR_SCHEDULES
+from lamb_optax.recipes import OPTIMIZERS
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -141,7 +146,7 @@ def _finetune_defaults() -> ml_collections.ConfigDict:
 def _model_overrides() -> ml_collections.ConfigDict:
   """Every BertConfig field as an unset typed placeholder: ``--config.model.overrides.
   hidden_dropout=0.0`` then works from the command line, and unset fields keep the preset's."""
-  from lamb_optax.models.config import BertConfig  # pylint: disable=g-import-not-at-top
+  from lamb_optax.models.bert_config import BertConfig  # pylint: disable=g-import-not-at-top
   fields = {f.name: config_dict.placeholder(type(f.default))
             for f in dataclasses.fields(BertConfig) if f.name not in ("dtype", "remat")}
   return ml_collections.ConfigDict(fields)
@@ -149,7 +154,8 @@ def _model_overrides() -> ml_collections.ConfigDict:
 
 def lock(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Checks ``config`` has exactly the schema's keys, then locks it against new ones."""
-  unknown = sorted(_flat_keys(config) - _flat_keys(default_config(), allow_open=("optimizer.kwargs",)))
+  known = _flat_keys(default_config(), allow_open=("optimizer.kwargs",))
+  unknown = sorted(_flat_keys(config) - known)
   # optimizer.kwargs is open: recipes.build_optimizer checks it against the optimizer's signature.
   unknown = [k for k in unknown if not k.startswith("optimizer.kwargs.")]
   if unknown:
@@ -281,7 +287,7 @@ def load(config_arg: str, overrides: Sequence[str] = ()) -> ml_collections.Confi
   It parses them with ``ml_collections.config_flags.DEFINE_config_file`` on a fresh
   ``absl.flags.FlagValues``, exactly as the trainer's flags do, so overrides are typed and checked
   by the same rules. The config is returned unlocked and unchecked, as the trainer receives it;
-  :func:`lock`, :func:`check_schedule` and :func:`plan_batches` are the trainer's next checks.
+  :func:`lamb_optax.train.plan.check` (lock, schedule, batch plan) is the trainer's next step.
   Raises :class:`ConfigError` for a missing file, an unknown key, a value of the wrong type or an
   argument that is not an override.
   """

@@ -6,7 +6,7 @@ import os
 import socket
 import sys
 import threading
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import jax
 
@@ -22,8 +22,8 @@ def _check_address(address: str) -> None:
     raise ValueError(f"--coordinator_address must be HOST:PORT, got {address!r}.")
 
 
-def initialize(coordinator_address: Optional[str], num_processes: Optional[int],
-               process_id: Optional[int], *, timeout_seconds: int = 300) -> None:
+def initialize(coordinator_address: str | None, num_processes: int | None,
+               process_id: int | None, *, timeout_seconds: int = 300) -> None:
   """Calls ``jax.distributed.initialize`` when this is a multi-process run.
 
   * Cloud TPU: no flags needed; JAX discovers the slice's hosts.

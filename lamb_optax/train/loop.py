@@ -11,7 +11,8 @@ import dataclasses
 import logging
 import resource
 import time
-from typing import Any, Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -145,7 +146,7 @@ _STEP_METRICS = ("loss", "grad_norm", "update_skipped", "nonfinite_in_a_row")
 
 
 def _train_row(trainer: trainer_lib.Trainer, state: TrainState, metrics: dict[str, Any],
-               examples_per_second: Optional[float], peak: float, step: int) -> dict[str, Any]:
+               examples_per_second: float | None, peak: float, step: int) -> dict[str, Any]:
   """One metrics.jsonl row: the task's rates, the step's bookkeeping, throughput, trust ratios."""
   metrics = metrics_lib.to_host(metrics)
   task = trainer.task
@@ -194,7 +195,7 @@ def _save(run: Run, step: int, state: TrainState, preempted: bool, writer) -> No
   run.checkpointer.save(step, state, run.train_iter, force=preempted)
 
 
-def _stop_if_diverging(count: Optional[jax.Array], step: int, run: Run) -> None:
+def _stop_if_diverging(count: jax.Array | None, step: int, run: Run) -> None:
   limit = run.config.max_nonfinite_steps
   if count is not None and int(metrics_lib.to_host(count)) >= limit:
     latest = run.checkpointer.latest_step()
@@ -213,7 +214,7 @@ def _format(metrics: dict[str, float]) -> str:
 def evaluate(task: Any, eval_step: Callable, params: Any, eval_set: list,
              batch_sharding: jax.sharding.Sharding) -> dict[str, float]:
   """The task's summary of the metric sums over the held-out batches (no dropout)."""
-  totals: Optional[dict[str, Any]] = None
+  totals: dict[str, Any] | None = None
   for local_batch in eval_set:
     sums = eval_step(params, sharding.to_global(local_batch, batch_sharding))
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)

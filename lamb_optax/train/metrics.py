@@ -16,7 +16,8 @@ import json
 import math
 import os
 import time
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from etils import epath
@@ -87,7 +88,7 @@ class _JsonLines:
   few thousand rows stays small enough for that to be cheap.
   """
 
-  def __init__(self, path: epath.Path, last_step: Optional[int] = None):
+  def __init__(self, path: epath.Path, last_step: int | None = None):
     self._path = path
     self._remote = "://" in str(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -210,12 +211,12 @@ class Throughput:
 
   def __init__(self, examples_per_step: int):
     self.examples_per_step = examples_per_step
-    self._last: Optional[tuple[int, float]] = None
+    self._last: tuple[int, float] | None = None
 
   def start(self, step: int) -> None:
     self._last = (step, time.perf_counter())
 
-  def rate(self, step: int) -> Optional[float]:
+  def rate(self, step: int) -> float | None:
     """Examples/s since the last call (or :meth:`start`); None before the first."""
     now = time.perf_counter()
     last, self._last = self._last, (step, now)

@@ -14,7 +14,7 @@ import importlib
 import json
 import os
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from lamb_optax import tasks
 from lamb_optax.train import checkpoint
@@ -34,7 +34,7 @@ def predict(workdir: str) -> dict[str, float]:
   return module.predict(workdir, checkpoint.restore_params)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--workdir", required=True, help="the workdir of a fine-tuning run")
   print(json.dumps(predict(parser.parse_args(argv).workdir)))

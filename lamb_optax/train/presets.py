@@ -19,11 +19,13 @@ def paper_lamb_phase(preset: str, *, global_batch_size: int, num_train_steps: in
   """One phase of the paper's LAMB BERT pretraining, the base of ``configs/bert_*_phase*.py``.
 
   LAMB with weight decay 0.01 and ε 1e-6, bfloat16 compute, the learning rate and warmup of the
-  paper's square-root rule for ``global_batch_size`` (:func:`lamb_optax.schedules.
-  paper_learning_rate` / ``paper_warmup_ratio``), linear decay; ``init_from`` for phase 2.
+  paper's square-root rule for ``global_batch_size``
+  (:func:`lamb_optax.schedules.paper_learning_rate` / ``paper_warmup_ratio``), linear decay;
+  ``init_from`` for phase 2.
 
   >>> config = paper_lamb_phase("base", global_batch_size=32768, num_train_steps=100,
-  ...                           max_seq_length=128, max_predictions_per_seq=20, micro_batch_size=128)
+  ...                           max_seq_length=128, max_predictions_per_seq=20,
+  ...                           micro_batch_size=128)
   >>> config.learning_rate, config.warmup_steps
   (0.005, 20)
   """

@@ -29,7 +29,7 @@ Tasks without that key (BERT) run exactly the code they ran before.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -115,7 +115,7 @@ def split_micro_batches(batch: Batch, num_micro_batches: int) -> Batch:
   return jax.tree.map(split, batch)
 
 
-def _reduces_after_accumulation(data_axis: Optional[str], num_micro_batches: int,
+def _reduces_after_accumulation(data_axis: str | None, num_micro_batches: int,
                                 model_state: Any) -> bool:
   if data_axis is None or num_micro_batches == 1 or model_state is not None:
     return False
@@ -145,8 +145,8 @@ def make_train_step(
     num_micro_batches: int,
     *,
     micro_batch_constraint: Callable[[Batch], Batch] = lambda b: b,
-    update_model_state: Optional[Callable[[PyTree, PyTree, int], PyTree]] = None,
-    data_axis: Optional[str] = None,
+    update_model_state: Callable[[PyTree, PyTree, int], PyTree] | None = None,
+    data_axis: str | None = None,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
   """Returns ``train_step(state, global_batch) -> (state, metrics)`` (not yet jitted).
 

@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
-from typing import Any, Callable, Optional
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
 
+from lamb_optax import recipes
 from lamb_optax import sharding
 from lamb_optax import tasks
 from lamb_optax.train import checkpoint as checkpoint_lib
-from lamb_optax.train import config as config_lib
 from lamb_optax.train import plan as plan_lib
-from lamb_optax import recipes
 from lamb_optax.train import step as step_lib
 from lamb_optax.train import workdir as workdir_lib
 
@@ -57,8 +56,8 @@ class Trainer:
     ``init_from`` names another run (phase 1 of two-phase pretraining, a pretrained model to
     fine-tune). A task whose params differ from the source's (a fine-tuning head, a Hugging Face
     checkpoint) defines ``params_from(source, restore_params) -> params`` (``restore_params``:
-    :func:`lamb_optax.train.checkpoint.restore_params`, for reading a run's checkpoint); otherwise the same tree is restored
-    from the source's latest checkpoint.
+    :func:`lamb_optax.train.checkpoint.restore_params`, for reading a run's checkpoint);
+    otherwise the same tree is restored from the source's latest checkpoint.
     """
     source = self.config.init_from
     if not source:
@@ -68,7 +67,7 @@ class Trainer:
       return params_from(source, checkpoint_lib.restore_params)
     return checkpoint_lib.restore_params(source, self.abstract_state().params)
 
-  def fresh_state(self, params: Optional[PyTree] = None) -> step_lib.TrainState:
+  def fresh_state(self, params: PyTree | None = None) -> step_lib.TrainState:
     """A new train state from ``params`` (default: :meth:`initial_params`).
 
     With ``init_from_optimizer_state`` the optimizer state comes from ``init_from`` too (see
@@ -133,10 +132,10 @@ class Trainer:
             f"x {p.micro_batch_size} x {p.num_micro_batches} micro-batch(es)")
 
 
-def build(config: ml_collections.ConfigDict, workdir: Optional[str], *,
-          devices: Optional[Sequence[Any]] = None,
-          process_count: Optional[int] = None,
-          plan: Optional[plan_lib.BatchPlan] = None) -> Trainer:
+def build(config: ml_collections.ConfigDict, workdir: str | None, *,
+          devices: Sequence[Any] | None = None,
+          process_count: int | None = None,
+          plan: plan_lib.BatchPlan | None = None) -> Trainer:
   """Checks ``config`` (:func:`lamb_optax.train.plan.check`) and builds the run's parts.
 
   Args:
@@ -172,7 +171,7 @@ def _check_divisible(abstract_params: PyTree, param_shardings: PyTree,
   attention heads over ``mesh.tensor``): refused here, in one line, not deep in the compiler."""
   flat = jax.tree_util.tree_flatten_with_path(abstract_params)[0]
   for (path, param), spec in zip(flat, jax.tree.leaves(
-      param_shardings, is_leaf=lambda x: isinstance(x, jax.sharding.NamedSharding))):
+      param_shardings, is_leaf=lambda x: isinstance(x, jax.sharding.NamedSharding)), strict=True):
     for dim, axes in enumerate(spec.spec):
       axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
       size = math.prod(mesh.shape[a] for a in axes)

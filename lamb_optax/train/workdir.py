@@ -23,7 +23,7 @@ import logging
 import os
 import socket
 import time
-from typing import Any, Optional
+from typing import Any
 
 import ml_collections
 from etils import epath
@@ -54,7 +54,7 @@ def _is_remote(workdir: str) -> bool:
   return "://" in workdir
 
 
-def new_file_problem(path: str, flag: str) -> Optional[str]:
+def new_file_problem(path: str, flag: str) -> str | None:
   """Why ``path`` cannot be written as a new output file (it exists: what is there is kept; its
   directory is missing), or None. Checked before the work that produces the file starts."""
   if os.path.lexists(path):
@@ -87,8 +87,8 @@ def check_writable(workdir: str) -> None:
 class Lock:
   """The held lock of a workdir; :meth:`release` (or process exit) frees it."""
 
-  path: Optional[str]
-  _fd: Optional[int] = None
+  path: str | None
+  _fd: int | None = None
 
   def release(self) -> None:
     if self._fd is not None:
@@ -143,7 +143,7 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def changed_keys(old: dict[str, Any], new: dict[str, Any],
-                 defaults: Optional[dict[str, Any]] = None) -> list[str]:
+                 defaults: dict[str, Any] | None = None) -> list[str]:
   """Keys (dotted) whose values differ between two config.json dicts, free keys excluded.
 
   A key the old config lacks (a run written before the key existed) is unchanged where the new

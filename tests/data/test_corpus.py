@@ -68,7 +68,7 @@ def test_prepare_embedded_cached_and_deterministic(prepared, tmp_path):
     x = _all(data.load_pretraining_dataset(prepared.directory, split))
     y = _all(data.load_pretraining_dataset(other.directory, split))
     assert len(x) == len(y)
-    for ex, ey in zip(x, y):
+    for ex, ey in zip(x, y, strict=True):
       for k in data.FEATURES:
         np.testing.assert_array_equal(ex[k], ey[k])
 
@@ -110,13 +110,13 @@ def test_windows_and_workers_do_not_change_examples(prepared):
   # Each (window, duplicate) task has its own seed: the same output however it is scheduled.
   again = list(data.examples_from_documents(iter(train), tokenizer, config=config,
                                             window_documents=4))
-  for a, b in zip(one, again):
+  for a, b in zip(one, again, strict=True):
     np.testing.assert_array_equal(a["input_ids"], b["input_ids"])
   # Windows bound where B segments come from: a whole-corpus window gives other pairs.
   whole = list(data.examples_from_documents(train, tokenizer, config=config,
                                             window_documents=100))
   assert len(whole) != len(one) or any(
-      not np.array_equal(a["input_ids"], b["input_ids"]) for a, b in zip(one, whole))
+      not np.array_equal(a["input_ids"], b["input_ids"]) for a, b in zip(one, whole, strict=False))
 
 
 @pytest.mark.slow
@@ -128,7 +128,7 @@ def test_worker_processes_same_examples(prepared):
   two = list(data.examples_from_documents(train, tokenizer, config=config, window_documents=4,
                                           num_workers=2))
   assert len(one) == len(two)
-  for a, b in zip(one, two):
+  for a, b in zip(one, two, strict=True):
     for k in data.FEATURES:
       np.testing.assert_array_equal(a[k], b[k])
 

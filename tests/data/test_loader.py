@@ -41,7 +41,7 @@ def _take(it, n):
 
 def _same(a, b):
   assert len(a) == len(b)
-  for x, y in zip(a, b):
+  for x, y in zip(a, b, strict=True):
     assert x.keys() == y.keys()
     for k in x:
       np.testing.assert_array_equal(x[k], y[k], err_msg=k)
@@ -86,7 +86,7 @@ def test_global_batches_do_not_depend_on_the_host_count(dynamic):
     return batches
 
   one, two, four = global_batches(1), global_batches(2), global_batches(4)
-  for a, b, c in zip(one, two, four):
+  for a, b, c in zip(one, two, four, strict=True):
     _same([a, a], [b, c])
 
 
@@ -133,8 +133,10 @@ def test_resume_mid_epoch_and_across_epochs(dynamic):
     _same(_take(fresh, 12 - stop), reference[stop:])
   # Masks of the second epoch differ from the first's (new masks per epoch).
   if dynamic:
-    first = {int(i): p for b in reference[:2] for i, p in zip(_ids(b), b["masked_lm_positions"])}
-    later = {int(i): p for b in reference[3:5] for i, p in zip(_ids(b), b["masked_lm_positions"])}
+    first = {int(i): p for b in reference[:2]
+             for i, p in zip(_ids(b), b["masked_lm_positions"], strict=True)}
+    later = {int(i): p for b in reference[3:5]
+             for i, p in zip(_ids(b), b["masked_lm_positions"], strict=True)}
     common = first.keys() & later.keys()
     assert common and any(not np.array_equal(first[i], later[i]) for i in common)
 

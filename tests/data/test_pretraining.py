@@ -11,7 +11,8 @@ import pytest
 
 from lamb_optax.data import pretraining as pt
 from lamb_optax.data import tokenizer as tk
-from lamb_optax.data.pretraining import ExampleConfig, MaskingConfig
+from lamb_optax.data.pretraining import ExampleConfig
+from lamb_optax.data.pretraining import MaskingConfig
 from lamb_optax.data.tokenizer import SpecialIds
 
 SPECIAL = SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4)
@@ -170,7 +171,8 @@ def predicted(ex):
   return ex["masked_lm_positions"][:n], ex["masked_lm_ids"][:n]
 
 
-@pytest.mark.parametrize("max_predictions_per_seq", [10, 3])  # uncapped at 64 tokens * 0.15 < 10; capped
+# 10 is uncapped at 64 tokens (64 * 0.15 < 10); 3 caps the count.
+@pytest.mark.parametrize("max_predictions_per_seq", [10, 3])
 def test_number_masked_and_never_special(max_predictions_per_seq):
   rng = np.random.default_rng(1)
   lengths = [rng.integers(1, 31, rng.integers(1, 15)).tolist() for _ in range(120)]
@@ -273,8 +275,8 @@ def test_whole_word_masking_never_splits_a_word(max_predictions_per_seq):
   rng = np.random.default_rng(4)
   documents = word_corpus(rng, 150, vocab_size, continuation)
   examples = create(documents, vocab_size, continuation, max_seq_length=64,
-                    max_predictions_per_seq=max_predictions_per_seq, whole_word_mask=True, dupe_factor=2,
-                    random_seed=8)
+                    max_predictions_per_seq=max_predictions_per_seq, whole_word_mask=True,
+                    dupe_factor=2, random_seed=8)
   total_masked = split_words = empty = 0
   for ex in examples:
     positions, labels = predicted(ex)
@@ -298,8 +300,9 @@ def test_whole_word_masking_never_splits_a_word(max_predictions_per_seq):
   assert split_words == 0
   assert empty < 0.05 * len(examples)
   # Skipping words that overshoot leaves few slots unused.
-  assert total_masked > 0.8 * sum(min(max_predictions_per_seq, max(1, round(int(ex["input_mask"].sum())
-                                                                   * 0.15))) for ex in examples)
+  assert total_masked > 0.8 * sum(
+      min(max_predictions_per_seq, max(1, round(int(ex["input_mask"].sum()) * 0.15)))
+      for ex in examples)
 
 
 def test_whole_word_groups_do_not_cross_sep():
@@ -351,14 +354,16 @@ def test_seeds(varied):
   again = create(documents, vocab_size, random_seed=3, **kwargs)
   other = create(documents, vocab_size, random_seed=4, **kwargs)
   assert len(again) == len(examples)
-  for x, y in zip(examples, again):
+  for x, y in zip(examples, again, strict=True):
     for name in pt.FEATURES:
       np.testing.assert_array_equal(x[name], y[name])
   assert len(other) != len(examples) or any(
-      not np.array_equal(x["input_ids"], y["input_ids"]) for x, y in zip(examples, other))
+      not np.array_equal(x["input_ids"], y["input_ids"])
+      for x, y in zip(examples, other, strict=False))
   # Duplication passes differ in their masks.
   first, second = examples[:len(examples) // 2], examples[len(examples) // 2:]
-  assert any(not np.array_equal(x["input_ids"], y["input_ids"]) for x, y in zip(first, second))
+  assert any(not np.array_equal(x["input_ids"], y["input_ids"])
+             for x, y in zip(first, second, strict=False))
 
 
 def test_unmask_inverts_mask_also_batched(varied):

@@ -1,4 +1,4 @@
-"""Issue 15, data side: --overwrite deletes only our own datasets, interrupted builds are cleaned
+"""Data-side reliability: --overwrite deletes only our own datasets, interrupted builds are cleaned
 up, input is bounded, flags are checked up front, vocabularies must match, Grain workers die
 with their parent."""
 

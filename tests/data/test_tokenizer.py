@@ -6,8 +6,8 @@ import unicodedata
 import numpy as np
 import pytest
 
-from reference import bert_tokenization as ref
 from lamb_optax.data import tokenizer as tk
+from reference import bert_tokenization as ref
 
 SAMPLE = [
     "The quick brown fox jumps over the lazy dog.",
@@ -59,7 +59,8 @@ HAND_VOCAB = list(tk.SPECIAL_TOKENS) + [
     "the", "quick", "brown", "fox", "##es", "un", "UN", "##d", "##want", "##ed", "want", ",", ".",
     "!", "?",
     "runn", "##ing", "hello", "hell", "##o", "Héllo", "H", "##é", "##llo", "world", "W", "##ö",
-    "##rld", "北", "京", "你", "好", "οδος", "οδοσ", "ΟΔΟΣ", "a", "##a", "b", "##b", "3", "##.", "1",
+    "##rld", "北", "京", "你", "好", "οδος", "οδοσ", "ΟΔΟΣ", "a", "##a", "b", "##b", "3", "##.",
+    "1",
     "##4", "##1", "##5", "##9", ".", "😀", "[", "]", "mask", "cls", "MASK", "CLS", "'", "t", "don",
     "istanbul", "straße", "ß", "e", "n", "é", "ñ", "##ñ", "cafe", "café", "caf", "##e", "##é",
 ]

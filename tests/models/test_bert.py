@@ -12,7 +12,8 @@ from flax import nnx
 import lamb_optax
 from lamb_optax.models import bert
 from lamb_optax.models import dropout
-from lamb_optax.models.bert import BertConfig, BertForPreTraining
+from lamb_optax.models.bert import BertConfig
+from lamb_optax.models.bert import BertForPreTraining
 
 SMALL = BertConfig.tiny(vocab_size=211, max_position_embeddings=64)
 
@@ -52,10 +53,10 @@ def test_parameter_counts_match_published_bert_sizes():
 
 
 def test_presets_have_the_published_shapes():
-  for name, (h, l, a, i) in {"tiny": (128, 2, 2, 512), "mini": (256, 4, 4, 1024),
+  for name, (h, n, a, i) in {"tiny": (128, 2, 2, 512), "mini": (256, 4, 4, 1024),
                              "base": (768, 12, 12, 3072), "large": (1024, 24, 16, 4096)}.items():
     c = BertConfig.preset(name)
-    assert (c.hidden_size, c.num_layers, c.num_heads, c.intermediate_size) == (h, l, a, i)
+    assert (c.hidden_size, c.num_layers, c.num_heads, c.intermediate_size) == (h, n, a, i)
     assert (c.vocab_size, c.max_position_embeddings, c.type_vocab_size) == (30522, 512, 2)
     assert (c.layer_norm_eps, c.hidden_dropout, c.attention_dropout) == (1e-12, 0.1, 0.1)
 
@@ -215,7 +216,7 @@ def test_remat_gives_the_same_gradients(model, batch, value_and_grad):
   expected = value_and_grad(params, batch, key)[1]
   for policy in ("full", "dots"):
     graphdef, _ = nnx.split(make_model(SMALL.replace(remat=policy)), nnx.Param)
-    actual = jax.jit(jax.grad(lambda p: loss_fn(graphdef, p, batch, key)[0]))(params)
+    actual = jax.jit(jax.grad(lambda p, g=graphdef: loss_fn(g, p, batch, key)[0]))(params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5),
                  actual, expected)
 

@@ -6,8 +6,8 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from lamb_optax.models import bert
 from lamb_optax import sharding
+from lamb_optax.models import bert
 
 CONFIG = bert.BertConfig.tiny(vocab_size=256, max_position_embeddings=64)
 

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from lamb_optax.models import bert, hf
+from lamb_optax.models import bert
+from lamb_optax.models import hf
 
 pytestmark = pytest.mark.hf
 pytest.importorskip("safetensors")
@@ -66,7 +67,7 @@ def our_outputs(model, ids, token_types, mask):
 
 def max_errors(ours, theirs):
   return {name: float(np.abs(a - b).max())
-          for name, a, b in zip(("hidden", "mlm_logits", "nsp_logits"), ours, theirs)}
+          for name, a, b in zip(("hidden", "mlm_logits", "nsp_logits"), ours, theirs, strict=True)}
 
 
 def params_of(model):
@@ -141,7 +142,8 @@ def saved_tiny(tmp_path):
 
 
 def rewrite(directory, edit_tensors=None, edit_config=None):
-  from safetensors.numpy import load_file, save_file
+  from safetensors.numpy import load_file
+  from safetensors.numpy import save_file
 
   path = os.path.join(directory, "model.safetensors")
   tensors = load_file(path)

@@ -2,7 +2,6 @@
 non-finite weights. Each is refused with a clear error, before the model is allocated."""
 
 import json
-import os
 import shutil
 
 import jax
@@ -10,7 +9,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from lamb_optax.models import bert, hf
+from lamb_optax.models import bert
+from lamb_optax.models import hf
 
 pytestmark = pytest.mark.hf
 pytest.importorskip("safetensors")
@@ -89,7 +89,8 @@ def test_sizes_that_do_not_match_the_tensors_allocate_nothing(saved_tiny, alloca
 
 
 def test_nonfinite_weights_are_refused_unless_allowed(saved_tiny):
-  from safetensors.numpy import load_file, save_file
+  from safetensors.numpy import load_file
+  from safetensors.numpy import save_file
   path = str(saved_tiny / "model.safetensors")
   tensors = load_file(path)
   tensors["bert.pooler.dense.bias"][3] = np.nan

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from reference import image_np
 from lamb_optax import masks
-from lamb_optax.models import resnet, vit
+from lamb_optax.models import resnet
+from lamb_optax.models import vit
+from reference import image_np
 
 
 def param_count(make):

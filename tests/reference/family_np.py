@@ -31,7 +31,7 @@ def lars(params, grads_per_step, lrs, *, momentum=0.9, weight_decay=0.01, decay=
   decay, adapt = _masks(x, decay, adapt)
   stacked_axes = stacked_axes or {k: 0 for k in x}
   m = {k: np.zeros_like(v) for k, v in x.items()}
-  for grads, lr in zip(grads_per_step, lrs):
+  for grads, lr in zip(grads_per_step, lrs, strict=True):
     for k in x:
       d = np.asarray(grads[k], np.float64) + (weight_decay * x[k] if decay[k] else 0.0)
       if ratio_before_momentum:
@@ -70,7 +70,7 @@ def nesterov_lamb(params, grads_per_step, lrs, *, b1=0.9, b2=0.999, eps=1e-6, we
   decay, adapt = _masks(x, decay, adapt)
   m = {k: np.zeros_like(a) for k, a in x.items()}
   v = {k: np.zeros_like(a) for k, a in x.items()}
-  for t, (grads, lr) in enumerate(zip(grads_per_step, lrs), start=1):
+  for t, (grads, lr) in enumerate(zip(grads_per_step, lrs, strict=True), start=1):
     for k in x:
       g = np.asarray(grads[k], np.float64)
       m[k] = b1 * m[k] + (1 - b1) * g
@@ -95,7 +95,7 @@ def adamw(params, grads_per_step, lrs, *, b1=0.9, b2=0.999, eps=1e-6, weight_dec
   decay, _ = _masks(x, decay, None)
   m = {k: np.zeros_like(a) for k, a in x.items()}
   v = {k: np.zeros_like(a) for k, a in x.items()}
-  for t, (grads, lr) in enumerate(zip(grads_per_step, lrs), start=1):
+  for t, (grads, lr) in enumerate(zip(grads_per_step, lrs, strict=True), start=1):
     for k in x:
       g = np.asarray(grads[k], np.float64)
       m[k] = b1 * m[k] + (1 - b1) * g

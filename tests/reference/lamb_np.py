@@ -60,7 +60,7 @@ def lamb(params, grads_per_step, learning_rates, *, b1=0.9, b2=0.999, eps=1e-6, 
   adapt = adapt or {k: True for k in x}
   stacked_axes = stacked_axes or {k: 0 for k in x}
   history = []
-  for t, (grads, lr) in enumerate(zip(grads_per_step, learning_rates), start=1):
+  for t, (grads, lr) in enumerate(zip(grads_per_step, learning_rates, strict=True), start=1):
     step_ratios = {}
     for k in x:
       g = np.asarray(grads[k], np.float64)

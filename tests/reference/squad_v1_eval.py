@@ -1,8 +1,8 @@
 """Our transcription of SQuAD v1.1's official ``evaluate-v1.1.py`` scoring (Rajpurkar et al.),
 kept as close to the published script as possible, to test ``lamb_optax.data.squad_metrics``."""
-from collections import Counter
 import re
 import string
+from collections import Counter
 
 
 def normalize_answer(s):

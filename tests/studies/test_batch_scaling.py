@@ -1,4 +1,4 @@
-"""The batch-scaling study's planning, aggregation and an end-to-end --quick run (issue 9)."""
+"""The batch-scaling study's planning, aggregation and an end-to-end --quick run."""
 
 import json
 import math
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from lamb_optax import schedules
+from lamb_optax.studies import batch_scaling as scaling
 from lamb_optax.train import config as config_lib
 from lamb_optax.train import plan as plan_lib
-from lamb_optax.studies import batch_scaling as scaling
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -131,7 +131,8 @@ def test_csv_and_plot(tmp_path):
   scaling.plot(table, tmp_path / "r.png")
   assert (tmp_path / "r.csv").read_text().count("\n") == 3
   md = scaling.markdown_table(table).splitlines()
-  assert len(md) == 4 and md[2].startswith("| lamb | 8 | 1 | 0.01 | 2 (0) | 6.500 (6.000–7.000) | 1.000")
+  assert len(md) == 4
+  assert md[2].startswith("| lamb | 8 | 1 | 0.01 | 2 (0) | 6.500 (6.000–7.000) | 1.000")
   md = scaling.markdown_table(table, {"loss": 7.0, "accuracy": 0.05}).splitlines()
   assert md[3].startswith("| lamb | 16 | 1 | 0.01 | 2 (0) | 6.500 (6.000–7.000) | 1.000 | 100% |")
   assert md[4].startswith("| *unigram baseline* | | | | | 7.000 |")
@@ -144,7 +145,7 @@ def test_quick_study_end_to_end_and_skips_finished_cells(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   env.pop("XLA_FLAGS", None)  # one device, as in the study
   subprocess.run(cmd, check=True, env=env, cwd=ROOT, capture_output=True, timeout=300)
-  rows = [json.loads(l) for l in (tmp_path / "results.jsonl").read_text().splitlines()]
+  rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
   assert len(rows) == 4 and all(r["eval_mlm_loss"] > 0 for r in rows)
   assert (tmp_path / "results.csv").exists()
   assert (tmp_path / "batch_scaling.png").read_bytes()[:4] == b"\x89PNG"
@@ -219,8 +220,8 @@ def test_digits_study_plans_every_model_optimizer_batch_and_seed():
 
 
 def test_digits_cell_configs_are_valid_image_trainer_configs():
-  from lamb_optax.tasks import image_classification  # pylint: disable=g-import-not-at-top
   from lamb_optax import recipes  # pylint: disable=g-import-not-at-top
+  from lamb_optax.tasks import image_classification  # pylint: disable=g-import-not-at-top
   config = _study("scaling_digits")
   base = config.base.to_dict()
   for cell in scaling.plan_cells(config):
@@ -261,9 +262,30 @@ def test_merge_sets_leaves_and_keeps_siblings():
   assert c.to_dict() == dict(a=dict(b=5, c=2, e=(1, 2)), d=3, f="x")
 
 
+def _image_row(opt, batch, seed, lr, loss, acc=0.1, **fields):
+  """A row as an image task writes it: its own eval_loss/eval_accuracy, no MLM names."""
+  row = _row(opt, batch, seed, lr, loss, acc)
+  row["eval_loss"], row["eval_accuracy"] = row.pop("eval_mlm_loss"), row.pop("eval_mlm_accuracy")
+  return dict(row, **fields)
+
+
+def test_result_row_names_the_compared_metrics_by_task():
+  cell = scaling.Cell("lamb", 16, 0, 1e-2, 4, 1, 16, 16, 1)
+  bert = scaling.result_row(cell, {"mlm_loss": 6.0, "mlm_accuracy": 0.1, "loss": 6.7}, 1.0)
+  assert (bert["eval_mlm_loss"], bert["eval_mlm_accuracy"]) == (6.0, 0.1)
+  image = scaling.result_row(cell, {"loss": 0.5, "accuracy": 0.9}, 1.0,
+                             task="image_classification")
+  assert (image["eval_loss"], image["eval_accuracy"]) == (0.5, 0.9)
+  assert "eval_mlm_loss" not in image
+  diverged = scaling.result_row(cell, {}, 1.0, "non-finite", task="image_classification")
+  assert diverged["eval_loss"] is None and scaling.row_loss(diverged) is None
+  assert [scaling.row_loss(r) for r in (bert, image)] == [6.0, 0.5]
+  assert [scaling.row_accuracy(r) for r in (bert, image)] == [0.1, 0.9]
+
+
 def test_variant_rows_summarise_per_model_and_optimizer(tmp_path):
-  rows = [dict(_row("lamb", b, seed, 1e-2, 0.1 * (b // 16) + seed, acc=0.9 - 0.01 * seed),
-               variant=v) for v in ("resnet", "vit") for b in (16, 64) for seed in (0, 1)]
+  rows = [_image_row("lamb", b, seed, 1e-2, 0.1 * (b // 16) + seed, acc=0.9 - 0.01 * seed,
+                     variant=v) for v in ("resnet", "vit") for b in (16, 64) for seed in (0, 1)]
   rows.append(_row("lamb", 16, 0, 1e-2, 9.0))  # a variant-less row is its own line
   table = scaling.summarize(rows)
   assert [(r["optimizer"], r["batch_size"]) for r in table] == [
@@ -273,7 +295,8 @@ def test_variant_rows_summarise_per_model_and_optimizer(tmp_path):
   md = scaling.markdown_table(table, eval_name="test").splitlines()
   assert "final test loss" in md[0] and "test accuracy (min–max)" in md[0]
   assert "unigram" not in md[0]
-  assert md[4] == "| resnet/lamb | 64 | 1 | 0.01 | 2 (0) | 0.900 (0.400–1.400) | 1.500 | 0.895 (0.890–0.900) |"
+  assert md[4] == ("| resnet/lamb | 64 | 1 | 0.01 | 2 (0) | 0.900 (0.400–1.400) | 1.500 "
+                   "| 0.895 (0.890–0.900) |")
   scaling.plot(table, tmp_path / "p.png", eval_name="test", accuracy=True)
   assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -290,8 +313,9 @@ def test_quick_digits_study_end_to_end(tmp_path):
       ("resnet", "lars", 16), ("vit", "lars", 16)]
   for r in rows:
     assert r["num_train_steps"] == 2 and not r["diverged"]
-    assert 0 <= r["eval_mlm_accuracy"] <= 1 and r["eval_mlm_loss"] > 0
-    assert set(r["eval_metrics"]) == {"loss", "accuracy", "top5_accuracy"}  # the image task's
+    assert 0 <= r["eval_accuracy"] <= 1 and r["eval_loss"] > 0  # under the image task's names
+    assert "eval_mlm_loss" not in r and "eval_mlm_accuracy" not in r
+    assert set(r["eval_metrics"]) == {"loss", "accuracy", "top5_accuracy"}
   assert scaling.read_baseline(str(tmp_path)) is None  # no unigram baseline for images
   assert "| resnet/lars | 16 | 2 |" in (tmp_path / "results.md").read_text()
   assert (tmp_path / "batch_scaling.png").read_bytes()[:4] == b"\x89PNG"

@@ -5,8 +5,8 @@ import pathlib
 
 import pytest
 
-from lamb_optax.train import config as train_config
 from lamb_optax import recipes
+from lamb_optax.train import config as train_config
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
 

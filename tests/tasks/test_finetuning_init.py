@@ -67,9 +67,10 @@ def test_encoder_from_a_pretraining_workdir(pretraining_workdir):
 def test_encoder_from_a_hugging_face_directory(tmp_path):
   pytest.importorskip("safetensors")
   from flax import nnx
+
   from lamb_optax.models import hf
   from lamb_optax.models.bert import BertForPreTraining
-  from lamb_optax.models.config import BertConfig
+  from lamb_optax.models.bert_config import BertConfig
   model = BertForPreTraining(BertConfig(vocab_size=8192, max_position_embeddings=512, **TINY),
                              rngs=nnx.Rngs(3))
   hf.save_hf(model, tmp_path)

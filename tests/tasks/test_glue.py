@@ -1,7 +1,5 @@
 """GLUE: metrics against scikit-learn/SciPy, exact from batch sums; the TSV and TFDS readers."""
 
-import os
-
 import numpy as np
 import pytest
 
@@ -49,6 +47,7 @@ def test_pearson_and_spearman_match_scipy_with_ties():
 def test_metrics_from_batch_sums_equal_whole_set_metrics():
   """Sums added over uneven batches (with padding weight 0) give the whole-set metrics."""
   import jax.numpy as jnp
+
   from lamb_optax.models import bert_heads
   rng = np.random.default_rng(1)
   n = 103
@@ -58,10 +57,10 @@ def test_metrics_from_batch_sums_equal_whole_set_metrics():
   for start in range(0, n, 32):  # the last batch padded with weight 0
     rows = slice(start, start + 32)
     k = len(labels[rows])
-    pad = lambda a: np.concatenate([a, np.zeros((32 - k, *a.shape[1:]), a.dtype)])
+    pad = lambda a, k=k: np.concatenate([a, np.zeros((32 - k, *a.shape[1:]), a.dtype)])
     weight = pad(np.ones(k, np.float32))
-    sums = bert_heads.classification_sums(jnp.asarray(pad(logits[rows])), pad(labels[rows]),
-                                          weight)
+    sums = bert_heads.cross_entropy_and_confusion_sums(
+        jnp.asarray(pad(logits[rows])), pad(labels[rows]), weight)
     reg = bert_heads.regression_sums(jnp.asarray(pad(scores[rows])),
                                      jnp.asarray(pad(targets[rows].astype(np.float32))),
                                      weight, center=2.5)

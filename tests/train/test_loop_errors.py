@@ -7,13 +7,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+import configs.tiny as tiny_config  # pylint: disable=g-bad-import-order
 import trainer_runs
 from lamb_optax import data as data_lib
 from lamb_optax.train import config as config_lib
-from lamb_optax.train import plan as plan_lib
 from lamb_optax.train import loop
-
-import configs.tiny as tiny_config  # pylint: disable=g-bad-import-order
+from lamb_optax.train import plan as plan_lib
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +39,8 @@ small_config = trainer_runs.small_config
 
 @pytest.mark.parametrize("changes, message", [
     ({"global_batch_size": 20}, "not divisible by (data-parallel devices 8"),
-    ({"model.overrides.hidden_dropot": 0.0}, "Unknown config keys ['model.overrides.hidden_dropot']"),
+    ({"model.overrides.hidden_dropot": 0.0},
+     "Unknown config keys ['model.overrides.hidden_dropot']"),
     ({"mesh.data": 3}, "uses 3 devices"),
     ({"optimizer.name": "adam"}, "Unknown optimizer 'adam'"),
     ({"optimizer.kwargs.weight_decai": 0.1}, "are not arguments of lamb"),
@@ -50,12 +50,12 @@ small_config = trainer_runs.small_config
     ({"eval_batch_size": 12}, "eval_batch_size 12 must be a positive multiple of the data-parallel "
                               "devices (8)"),
     ({"eval_batch_size": 8 * 4096}, "lower eval_batches or the batch size"),
-    # Issue 15 item 2: a run that keeps no checkpoint cannot resume.
+    # A run that keeps no checkpoint cannot resume.
     ({"keep_checkpoints": 0}, "keep_checkpoints must be >= 1, got 0 (a run that keeps no"),
-    # Item 3: NaN passes `nan < 0`; every float must be finite.
+    # NaN passes `nan < 0`; every float must be finite.
     ({"end_learning_rate": float("nan")}, "end_learning_rate = nan is not a finite number"),
     ({"optimizer.kwargs.weight_decay": float("inf")}, "optimizer.kwargs.weight_decay = inf is"),
-    # Item 11: one line each, before compiling.
+    # One line each, before compiling.
     ({"mesh.tensor": 4}, "does not divide over mesh axes ('tensor',) of size 4"),
     ({"max_nonfinite_steps": 0}, "max_nonfinite_steps must be >= 1, got 0"),
     ({"eval_batches": -1}, "eval_batches must be >= 0, got -1"),

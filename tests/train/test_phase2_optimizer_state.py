@@ -50,8 +50,9 @@ def test_nvidia_phase2_carries_the_moments_and_restarts_the_counts(phase1):
                   "params": jax.eval_shape(lambda: state.params)})
   (saved_adam,) = _adam_states(saved["opt_state"])
   assert int(saved_adam.count) == 2
-  for carried, original in zip(jax.tree.leaves(adam.mu), jax.tree.leaves(saved_adam.mu)):
+  for carried, original in zip(jax.tree.leaves(adam.mu), jax.tree.leaves(saved_adam.mu),
+                               strict=True):
     np.testing.assert_array_equal(np.asarray(carried), np.asarray(original))
   assert any(np.any(np.asarray(m)) for m in jax.tree.leaves(adam.mu))
-  for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(saved["params"])):
+  for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(saved["params"]), strict=True):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

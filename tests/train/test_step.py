@@ -19,7 +19,8 @@ def objective(params, batch, rng, normalizers):
   pred = jnp.tanh(batch["x"] @ params["dense"]["kernel"] + params["dense"]["bias"])
   per_example = batch["w"] * jnp.sum((pred - batch["y"]) ** 2, axis=-1)
   loss = jnp.sum(per_example) / normalizers["weight"]
-  return loss, {"weight": jnp.sum(batch["w"]), "examples": jnp.asarray(batch["w"].shape[0], jnp.float32)}
+  return loss, {"weight": jnp.sum(batch["w"]),
+                "examples": jnp.asarray(batch["w"].shape[0], jnp.float32)}
 
 
 def normalizers(batch):
@@ -65,7 +66,7 @@ def full_batch_reference(params, batches):
   opt_state = tx.init(params)
   losses = []
   for batch in batches:
-    loss_fn = lambda p: objective(p, batch, None, normalizers(batch))[0]
+    loss_fn = lambda p, b=batch: objective(p, b, None, normalizers(b))[0]
     loss, grads = jax.value_and_grad(loss_fn)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
@@ -73,8 +74,10 @@ def full_batch_reference(params, batches):
   return losses, params
 
 
-@pytest.mark.parametrize("num_micro_batches, num_devices", [(1, 1), (4, 1), (1, 4), (2, 8), (4, 8)])
-def test_accumulation_and_data_parallelism_match_one_full_batch_step(num_micro_batches, num_devices):
+@pytest.mark.parametrize("num_micro_batches, num_devices",
+                         [(1, 1), (4, 1), (1, 4), (2, 8), (4, 8)])
+def test_accumulation_and_data_parallelism_match_one_full_batch_step(num_micro_batches,
+                                                                     num_devices):
   params, batches = make_problem()
   expected_losses, expected_params = full_batch_reference(params, batches)
   losses, state, _ = run(params, batches, num_micro_batches, num_devices)

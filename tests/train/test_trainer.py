@@ -1,6 +1,6 @@
 """The trainer end to end, in fresh processes: data parallelism, accumulation, multi-host, resume.
 
-These are the issue's must-shows: the same global batch and seed give the same losses on
+What these show: the same global batch and seed give the same losses on
 1 process x 4 devices and 2 processes x 2 devices (real ``jax.distributed`` over gloo on
 127.0.0.1) with dropout on (each host loads its contiguous block of rows, so the global batch is
 the same ordered array and every row gets the same dropout mask), and on 1 device with 4
@@ -169,10 +169,10 @@ def _kill_and_resume(reference, workdir, data_dir, kills, seed):
     try:
       start = _last_step(workdir)
       if kill % 2 == 0:
-        assert _wait_until(lambda: _last_step(workdir) > start and _saving(workdir), process,
+        assert _wait_until(lambda s=start: _last_step(workdir) > s and _saving(workdir), process,
                            600), "the run ended before it was seen saving"
       else:
-        assert _wait_until(lambda: _last_step(workdir) > start, process, 600), "no new step"
+        assert _wait_until(lambda s=start: _last_step(workdir) > s, process, 600), "no new step"
         time.sleep(rng.uniform(0.0, 1.5))
       assert process.poll() is None, "the run ended before the kill"
       process.send_signal(signal.SIGKILL)
@@ -228,7 +228,7 @@ def _alive(pid):
 
 
 def test_a_sigkilled_trainer_leaves_no_grain_worker(tmp_path, data_dir):
-  """Issue 15 item 13: with data.worker_count=1, SIGKILL of the trainer ends its Grain worker
+  """With data.worker_count=1, SIGKILL of the trainer ends its Grain worker
   processes within seconds (they watch their parent), instead of orphaning them."""
   process = subprocess.Popen(
       trainer_runs.command(str(tmp_path / "workers"), {"data.worker_count": 1}, data_dir),

@@ -1,4 +1,4 @@
-"""One run per workdir, and what a run may not silently change (issue 15 items 4, 10, 11).
+"""One run per workdir, and what a run may not silently change.
 
 All in this process and before any compile: the lock, the config.json comparison, unusable
 workdirs and ``init_from`` directories that are missing or hold another model.

@@ -7,6 +7,8 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from lamb_optax.models import config_presets
+
 # Activations the original checkpoints use, by their Hugging Face names: "gelu" is the exact (erf)
 # GELU of Google's BERT; "gelu_new"/"gelu_pytorch_tanh" the tanh approximation.
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh")
@@ -80,7 +82,8 @@ class BertConfig:
       if not 0.0 <= rate < 1.0:
         raise ValueError(f"BertConfig.{name} must be in [0, 1), got {rate!r}.")
     if self.hidden_act not in ACTIVATIONS:
-      raise ValueError(f"BertConfig.hidden_act must be one of {ACTIVATIONS}, got {self.hidden_act!r}.")
+      raise ValueError(
+          f"BertConfig.hidden_act must be one of {ACTIVATIONS}, got {self.hidden_act!r}.")
     if self.remat not in REMAT_POLICIES:
       raise ValueError(f"BertConfig.remat must be one of {REMAT_POLICIES}, got {self.remat!r}.")
     if not isinstance(self.scan_layers, bool):
@@ -98,29 +101,27 @@ class BertConfig:
       object.__setattr__(self, name, dtype.name)
 
   @classmethod
-  def preset(cls, name: str, **overrides: Any) -> "BertConfig":
+  def preset(cls, name: str, **overrides: Any) -> BertConfig:
     """One of ``tiny``, ``mini``, ``base``, ``large``, with any field overridden."""
-    if name not in _PRESETS:
-      raise ValueError(f"Unknown BERT preset {name!r}; choose one of {sorted(_PRESETS)}.")
-    return cls(**{**_PRESETS[name], **overrides})
+    return config_presets.from_preset(cls, _PRESETS, name, overrides, "BERT")
 
   @classmethod
-  def tiny(cls, **overrides: Any) -> "BertConfig":
+  def tiny(cls, **overrides: Any) -> BertConfig:
     """BERT-Tiny: 2 layers, hidden 128, 2 heads (4.4M parameters); for CPU tests."""
     return cls.preset("tiny", **overrides)
 
   @classmethod
-  def mini(cls, **overrides: Any) -> "BertConfig":
+  def mini(cls, **overrides: Any) -> BertConfig:
     """BERT-Mini: 4 layers, hidden 256, 4 heads (11.2M parameters)."""
     return cls.preset("mini", **overrides)
 
   @classmethod
-  def base(cls, **overrides: Any) -> "BertConfig":
+  def base(cls, **overrides: Any) -> BertConfig:
     """BERT-Base: 12 layers, hidden 768, 12 heads (110M parameters)."""
     return cls.preset("base", **overrides)
 
   @classmethod
-  def large(cls, **overrides: Any) -> "BertConfig":
+  def large(cls, **overrides: Any) -> BertConfig:
     """BERT-Large: 24 layers, hidden 1024, 16 heads (340M parameters)."""
     return cls.preset("large", **overrides)
 
@@ -128,7 +129,7 @@ class BertConfig:
   def head_dim(self) -> int:
     return self.hidden_size // self.num_heads
 
-  def replace(self, **changes: Any) -> "BertConfig":
+  def replace(self, **changes: Any) -> BertConfig:
     """A copy with some fields changed (validated again)."""
     return dataclasses.replace(self, **changes)
 
@@ -164,7 +165,8 @@ def flops_per_token(
   if max_seq_length < 1:
     raise ValueError(f"max_seq_length must be positive, got {max_seq_length}.")
   h, i, v = config.hidden_size, config.intermediate_size, config.vocab_size
-  p = default_max_predictions_per_seq(max_seq_length) if max_predictions_per_seq is None else max_predictions_per_seq
+  p = (default_max_predictions_per_seq(max_seq_length) if max_predictions_per_seq is None
+       else max_predictions_per_seq)
   keys_values = 2 * (2 * h * h)
   queries_to_mlp = 2 * (2 * h * h + 2 * h * i) + 2 * 2 * max_seq_length * h
   last_layer_fraction = min(1.0, (1 + p) / max_seq_length)
