@@ -28,8 +28,9 @@ Settings and their sources:
   with warmup_steps 30% of num_train_steps. These values are today's; the ones this docstring
   quoted before (MRPC only: 2 epochs, lr 5e-6, batch 12 per GPU = 96, fp32) are run_glue.sh's
   defaults at 0663b67c1afe (2019-07-08), not today's.
-* LAMB instead: --config.optimizer.name=lamb (its learning rate needs its own sweep; the LAMB
-  paper reports no GLUE recipe).
+* LAMB instead: --config.optimizer.name=lamb (max_grad_norm then clips before LAMB, with a
+  printed note; its learning rate needs its own sweep, docs/finetuning.md has a small one; the
+  LAMB paper reports no GLUE recipe). --config.optimizer.kwargs.max_grad_norm=None: no clipping.
 Expected (BERT-Large, Devlin et al. Table 1, GLUE test set): MNLI 86.7/85.9, QNLI 92.7, SST-2
 94.9, CoLA 60.5, STS-B 86.5, MRPC 89.3, RTE 70.1. Dev-set figures are close to those.
 """
@@ -38,6 +39,7 @@ import math
 
 from lamb_optax.tasks.glue import canonical_name
 from lamb_optax.train.config import default_config
+from lamb_optax.train.config import optional
 
 # Training examples per task (GLUE's train sets, as TFDS glue/* counts them).
 TRAIN_EXAMPLES = {"cola": 8551, "sst2": 67349, "mrpc": 3668, "stsb": 5749, "qnli": 104743,
@@ -56,7 +58,7 @@ def get_config(task: str = "mrpc"):
   config.optimizer.kwargs.weight_decay = 0.01
   config.optimizer.kwargs.eps = 1e-6
   config.optimizer.kwargs.bias_correction = False
-  config.optimizer.kwargs.max_grad_norm = 1.0
+  config.optimizer.kwargs.max_grad_norm = optional(1.0)  # may be set to None: no clipping
   config.learning_rate = 2e-5
   config.global_batch_size = BATCH
   config.micro_batch_size = 32

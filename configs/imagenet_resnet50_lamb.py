@@ -36,7 +36,8 @@ our data pipeline's crop/flip is the standard Inception crop, not the source's e
 source clips each TPU core's gradient (its tf.gradients output goes to CrossShardOptimizer,
 whose apply_gradients sums across cores after the clip: tensorflow/tensorflow
 tensorflow/python/tpu/tpu_optimizer.py, read at commit 0bc36ab9, "clipping with per replica
-global norm"), ours clips the global-batch gradient.
+global norm"; the TensorFlow version the author ran is not recorded), ours clips the
+global-batch gradient.
 
 Run (the argument is the global batch size, 32768 or 65536; needs a prepared imagenet2012, see
 docs/image_classification.md):

@@ -41,6 +41,7 @@ and 90.584 for the 76-minute run (configs/bert_large_phase1.py / phase2.py).
 import math
 
 from lamb_optax.train.config import default_config
+from lamb_optax.train.config import optional
 
 TRAIN_WINDOWS = 88_600  # approximate; see the docstring
 EPOCHS, BATCH, WARMUP = 2, 32, 0.1
@@ -59,7 +60,7 @@ def get_config():
   config.optimizer.kwargs.weight_decay = 0.01
   config.optimizer.kwargs.eps = 1e-6
   config.optimizer.kwargs.bias_correction = False
-  config.optimizer.kwargs.max_grad_norm = 1.0
+  config.optimizer.kwargs.max_grad_norm = optional(1.0)  # may be set to None: no clipping
   config.learning_rate = 3e-5
   config.global_batch_size = BATCH
   config.micro_batch_size = 32

@@ -315,12 +315,15 @@ def _nesterov_lamb_alias(name: str, nesterov_second_moment: bool, doc: str):
 
 
 nlamb = _nesterov_lamb_alias("nlamb", nesterov_second_moment=False, doc="""\
-N-LAMB: LAMB with a Nesterov first moment (the paper's appendix; Nadam inside LAMB).
+N-LAMB: LAMB with a Nesterov first moment (Nadam inside LAMB; the paper's appendix).
 
   ``r`` of :func:`lamb_optax.lamb` is replaced by the Nesterov estimate of
-  :func:`lamb_optax.transforms.scale_by_nesterov_adam` (its docstring states the equations and
-  their provenance); decay, trust ratio and masks are as in LAMB. Arguments as
-  :func:`lamb_optax.lamb`'s, without its bounds, bias-correction switch and ``mu_dtype``.
+  :func:`lamb_optax.transforms.scale_by_nesterov_adam`; decay, trust ratio and masks are as in
+  LAMB. Not verified against the paper: its appendix could not be read with the search tools, so
+  the equations follow Dozat's Nadam with constant β1, checked against ``optax.scale_by_adam(
+  nesterov=True)`` (the transform's docstring gives the equations and what was checked).
+  Arguments as :func:`lamb_optax.lamb`'s, without its bounds, bias-correction switch and
+  ``mu_dtype``.
 
   >>> import jax.numpy as jnp, lamb_optax
   >>> tx = lamb_optax.nlamb(0.1)
@@ -336,7 +339,10 @@ N-LAMB: LAMB with a Nesterov first moment (the paper's appendix; Nadam inside LA
 nnlamb = _nesterov_lamb_alias("nnlamb", nesterov_second_moment=True, doc="""\
 NN-LAMB: N-LAMB with the Nesterov look-ahead on the second moment too (paper's appendix).
 
-  Same arguments as :func:`nlamb`.
+  Same arguments as :func:`nlamb`. Not verified against the paper: its appendix could not be
+  read with the search tools, and the second-moment look-ahead (v̂ = β2·v_t/(1-β2^{t+1}) +
+  (1-β2)·g_t²/(1-β2^t)) has no independent source here; see
+  :func:`lamb_optax.transforms.scale_by_nesterov_adam`.
 
   >>> import inspect, jax.numpy as jnp, lamb_optax
   >>> inspect.signature(lamb_optax.nnlamb) == inspect.signature(lamb_optax.nlamb)

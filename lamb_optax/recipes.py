@@ -21,6 +21,8 @@ import optax
 from lamb_optax import aliases
 from lamb_optax import masks
 from lamb_optax import schedules
+from lamb_optax import transforms
+from lamb_optax import validation
 
 
 def momentum_sgd(learning_rate: float | optax.Schedule, momentum: float = 0.9,
@@ -126,6 +128,9 @@ def build_optimizer(
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """Returns ``(optimizer, schedule)`` for ``config``; raises ValueError on a bad recipe.
 
+  ``optimizer.kwargs`` written for another optimizer are dropped or mapped with a printed note
+  (:func:`_kwargs_for`), so ``--config.optimizer.name=lamb`` runs an AdamW recipe with LAMB.
+
   >>> import ml_collections
   >>> config = ml_collections.ConfigDict(dict(
   ...     optimizer=dict(name="lamb", kwargs=dict(weight_decay=0.01)), learning_rate=5e-3,
@@ -140,20 +145,57 @@ def build_optimizer(
   lr = schedule(config)
   kwargs = config.optimizer.kwargs
   kwargs = dict(kwargs.to_dict() if hasattr(kwargs, "to_dict") else kwargs)
+  kwargs, max_grad_norm = _kwargs_for(name, kwargs)
   known = inspect.signature(OPTIMIZERS[name]).parameters
-  # The schedule and the stacked axes come from the config and the task, never from kwargs.
-  unknown = sorted(set(kwargs) - set(known) | set(kwargs) & {"learning_rate", "stacked_axes"})
-  if unknown:
-    takes = sorted(k for k in known if k not in ("learning_rate", "stacked_axes"))
-    raise ValueError(f"optimizer.kwargs {unknown} are not arguments of {name}; it takes {takes} "
-                     "(the learning rate is config.learning_rate).")
   for key, value in kwargs.items():
     _check_kwarg_type(name, key, value, known[key].annotation)
   try:
-    return OPTIMIZERS[name](lr, stacked_axes=stacked_axes, **kwargs), lr
+    tx = OPTIMIZERS[name](lr, stacked_axes=stacked_axes, **kwargs)
+    if max_grad_norm is not None:
+      validation.check_nonnegative(max_grad_norm, "optimizer.kwargs.max_grad_norm")
+      tx = optax.chain(transforms.clip_by_global_norm(max_grad_norm), tx)
   except (TypeError, ValueError, AttributeError) as e:  # the optimizer's own validation
     raise ValueError(f"optimizer.kwargs {kwargs} are refused by {name}: "
                      f"{type(e).__name__}: {e}") from e
+  return tx, lr
+
+
+# Keys that come from the config and the task, never from optimizer.kwargs.
+_NOT_KWARGS = ("learning_rate", "stacked_axes")
+
+
+def _kwargs_for(name: str, kwargs: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+  """``(kwargs optimizer `name` takes, max_grad_norm to clip with before it, or None)``.
+
+  A recipe's kwargs are written for its own optimizer; ``--config.optimizer.name=lamb`` on an
+  AdamW recipe must still run. So a key that ``name`` does not take but another optimizer of
+  :data:`OPTIMIZERS` does is dropped with a printed note, except ``max_grad_norm``, which is
+  mapped: the gradient is clipped to that global norm before the optimizer, as the recipe
+  clipped before AdamW (google-research/bert's ``optimization.py`` clips before its AdamW, the
+  LAMB author's before ``LAMBOptimizer``; :func:`lamb_optax.nvlamb` is LAMB after that clip). A
+  key no optimizer takes is a typo: an error listing what ``name`` takes.
+  """
+  known = inspect.signature(OPTIMIZERS[name]).parameters
+  takers = {key: sorted(n for n, f in OPTIMIZERS.items()
+                        if key in inspect.signature(f).parameters)
+            for key in kwargs if key not in known}
+  unknown = sorted(k for k in kwargs if k in _NOT_KWARGS or (k not in known and not takers[k]))
+  if unknown:
+    takes = sorted(k for k in known if k not in _NOT_KWARGS)
+    raise ValueError(f"optimizer.kwargs {unknown} are not arguments of {name}; it takes {takes} "
+                     "(the learning rate is config.learning_rate).")
+  max_grad_norm = None
+  for key in sorted(takers):
+    value = kwargs.pop(key)
+    if key == "max_grad_norm":
+      max_grad_norm = value
+      what = ("the gradient is clipped to that global norm before it" if value is not None
+              else "no clipping")
+    else:
+      what = "dropped"
+    print(f"Note: optimizer.kwargs.{key}={value!r} is an argument of {', '.join(takers[key])}, "
+          f"not of {name}: {what}.", flush=True)
+  return kwargs, max_grad_norm
 
 
 # The argument annotations (strings: the aliases use postponed evaluation) a kwarg must match.

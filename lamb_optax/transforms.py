@@ -297,9 +297,16 @@ def scale_by_nesterov_adam(
     v̂  = β2·v_t / (1-β2^{t+1}) + (1-β2)·g_t² / (1-β2^t)             (NN-LAMB)
     r   = m̂ / (sqrt(v̂ + eps_root) + ε)
 
-  These equations are transcribed from memory of the paper's Algorithms 3 and 4 (Dozat's Nadam
-  with the schedule β_t held constant), not from the appendix text itself; check them against
-  arXiv:1904.00962 before relying on bit-exact agreement.
+  Provenance, and what is not verified: the paper's appendix (N-LAMB and NN-LAMB, its
+  Algorithms 3 and 4 as we understand them) could not be read: the search tools hold copies of
+  arXiv:1904.00962 but return only their opening sections. So these equations are NOT verified
+  against the appendix. What is verified: the N-LAMB first moment m̂ and v̂ equal optax's Nadam,
+  ``optax.scale_by_adam(nesterov=True)`` (google-deepmind/optax ``optax/_src/transform.py``,
+  read at commit 2edbcbe2390d), to float64 rounding (tests/test_family.py); optax's code notes
+  that Dozat's Algorithm 2 also multiplies v̂ by β2 and that Nadam implementations omit it, as
+  this one does. NN-LAMB's second-moment look-ahead (the same look-ahead applied to v with β2)
+  has no independent source here. tests/reference/family_np.py transcribes these same equations
+  in float64 NumPy; it checks the code against the equations above, not against the paper.
 
   >>> import jax.numpy as jnp
   >>> tx = scale_by_nesterov_adam()

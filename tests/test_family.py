@@ -91,6 +91,26 @@ def test_nesterov_variants(nesterov_second_moment):
   assert max_rel_err(actual, expected) <= 1e-6
 
 
+@pytest.mark.parametrize("b1, b2", [(0.9, 0.999), (0.975, 0.999)])
+def test_nlamb_moment_is_optax_nadam(b1, b2):
+  """N-LAMB's r = m̂/(sqrt(v̂)+ε) is optax's Nadam (scale_by_adam(nesterov=True): Dozat 2016
+  with constant b1), step for step in float64; NN-LAMB's differs from it (its v̂ looks ahead)."""
+  params, grads = random_problem(seed=15, steps=STEPS)
+  with jax.enable_x64(True):
+    ours = lamb_optax.transforms.scale_by_nesterov_adam(b1, b2, 1e-6)
+    theirs = optax.scale_by_adam(b1, b2, 1e-6, nesterov=True)
+    nn = lamb_optax.transforms.scale_by_nesterov_adam(b1, b2, 1e-6, nesterov_second_moment=True)
+    x = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
+    states = [tx.init(x) for tx in (ours, theirs, nn)]
+    for step_grads in grads:
+      g = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), step_grads)
+      (a, s0), (b, s1), (c, s2) = (
+          tx.update(g, st) for tx, st in zip((ours, theirs, nn), states, strict=True))
+      states = [s0, s1, s2]
+      assert max_rel_err(a, jax.tree.map(np.asarray, b)) <= 1e-12
+      assert max_rel_err(c, jax.tree.map(np.asarray, b)) > 1e-6
+
+
 def test_adamw_baseline_matches_adamw_with_the_lamb_masks():
   params, grads = random_problem(seed=14, steps=STEPS)
   expected = family_np.adamw(params, grads, LRS, weight_decay=0.1, decay=DECAY)

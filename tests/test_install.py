@@ -13,6 +13,8 @@ import venv
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a virtualenv and a pip install
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 CHECK = textwrap.dedent("""

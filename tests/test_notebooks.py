@@ -91,6 +91,7 @@ def kernel_dir(tmp_path_factory):
   return root
 
 
+@pytest.mark.slow  # a kernel per notebook, each training at test size
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
 def test_notebook_runs(path, kernel_dir, tmp_path, monkeypatch):
   nbclient = pytest.importorskip("nbclient")

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -46,11 +49,46 @@ def environment(devices: int) -> dict[str, str]:
 def run(workdir: str, overrides: dict, data_dir: str, *, devices: int = 1,
         extra: tuple[str, ...] = (), timeout: int = 900, check: bool = True
         ) -> subprocess.CompletedProcess:
-  result = subprocess.run(command(workdir, overrides, data_dir, extra), env=environment(devices),
-                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+  return run_command(command(workdir, overrides, data_dir, extra), devices=devices,
+                     timeout=timeout, check=check)
+
+
+def run_command(argv: list[str], *, devices: int, timeout: int = 900, check: bool = True
+                ) -> subprocess.CompletedProcess:
+  """Runs a trainer command line to its end in a fresh process with ``devices`` CPU devices."""
+  result = subprocess.run(argv, env=environment(devices), capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
   if check and result.returncode:
     raise AssertionError(f"trainer failed ({result.returncode}):\n{result.stderr[-4000:]}")
   return result
+
+
+def start(argv: list[str], *, devices: int) -> subprocess.Popen:
+  """Starts a trainer command line in the background (its output discarded)."""
+  return subprocess.Popen(argv, env=environment(devices), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, cwd=ROOT)
+
+
+def sigkill(process: subprocess.Popen) -> None:
+  """SIGKILLs a started trainer and reaps it; no cleanup of its own gets to run."""
+  process.send_signal(signal.SIGKILL)
+  process.wait(timeout=30)
+
+
+def kill_at_step(argv: list[str], workdir: str, step: int, *, devices: int,
+                 timeout: float = 600) -> int:
+  """Starts the run, SIGKILLs it once ``step`` is logged; returns the last step it logged.
+
+  The caller restarts the same command and compares with an uninterrupted run: the resumed run
+  must give the same losses, bit for bit.
+  """
+  process = start(argv, devices=devices)
+  try:
+    assert wait_for_step(workdir, step, process, timeout), f"never reached step {step}"
+    sigkill(process)
+  finally:
+    process.kill()
+  return max(losses(workdir))
 
 
 def losses(workdir: str) -> dict[int, float]:
@@ -64,7 +102,6 @@ def rows(workdir: str) -> list[dict]:
 
 
 def wait_for_step(workdir: str, step: int, process: subprocess.Popen, timeout: float) -> bool:
-  import time  # pylint: disable=g-import-not-at-top
   deadline = time.time() + timeout
   path = os.path.join(workdir, "metrics.jsonl")
   while time.time() < deadline and process.poll() is None:
@@ -75,7 +112,6 @@ def wait_for_step(workdir: str, step: int, process: subprocess.Popen, timeout: f
 
 
 def free_port() -> int:
-  import socket  # pylint: disable=g-import-not-at-top
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     return s.getsockname()[1]
@@ -102,6 +138,19 @@ def run_multiprocess(workdir: str, overrides: dict, data_dir: str, *, processes:
     if p.returncode:
       raise AssertionError(f"process failed ({p.returncode}):\n{(err or '')[-4000:]}")
   return outputs
+
+
+def prepare_small_data(data_dir: str):
+  """The embedded corpus cut to SMALL's few documents, with the tiny config's example shape.
+
+  Built on the first call for a ``data_dir``; later calls return the cached build's
+  ``PreparedData`` (tests/conftest.py's session fixture ``pretraining_data_dir`` makes the one
+  build a session uses).
+  """
+  from lamb_optax import data as data_lib  # pylint: disable=g-import-not-at-top
+  return data_lib.prepare_embedded(
+      data_dir, masking=data_lib.MaskingConfig(max_seq_length=128, max_predictions_per_seq=20),
+      max_documents=SMALL["data.embedded_max_documents"])
 
 
 def small_config(data_dir: str, **changes):

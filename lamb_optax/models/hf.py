@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -313,8 +314,10 @@ def _resolve_tied(tensors: dict[str, np.ndarray]) -> list[str]:
   return problems
 
 
-def _check_tensors(tensors, table, expected_shapes, strict, architectures) -> list[str]:
-  """Lists missing, unexpected and mis-shaped tensors (whole optional heads may be absent)."""
+def _check_tensors(tensors, table, expected_shapes, strict, architectures,
+                   heads=None) -> list[str]:
+  """Lists missing, unexpected and mis-shaped tensors (whole optional heads may be absent; a
+  warning names those of ``heads``, default all, that are)."""
   problems = []
   required = {g for arch in architectures for g in _REQUIRED_GROUPS.get(arch, ())}
   absent_groups = {group for group, prefix in _OPTIONAL_GROUPS.items()
@@ -335,7 +338,7 @@ def _check_tensors(tensors, table, expected_shapes, strict, architectures) -> li
                     "(pass strict=False to ignore them)")
   if misshaped:
     problems.append(f"mis-shaped tensors ({len(misshaped)}): {misshaped}")
-  for group in sorted(absent_groups):
+  for group in sorted(g for g in absent_groups if heads is None or g in heads):
     _log.warning("Checkpoint has no %s (%s*): it keeps its random initialisation.", group,
                  _OPTIONAL_GROUPS[group])
   return problems
@@ -354,7 +357,7 @@ def _check_finite(tensors: dict[str, np.ndarray], table) -> list[str]:
 
 def load_hf(
     directory: PathLike, *, strict: bool = True, seed: int = 0, allow_nonfinite: bool = False,
-    **config_overrides: Any
+    heads: Sequence[str] | None = None, **config_overrides: Any
 ) -> BertForPreTraining:
   """Reads a Hugging Face BERT checkpoint directory into a :class:`BertForPreTraining`.
 
@@ -370,6 +373,9 @@ def load_hf(
     strict: reject tensors the model has no place for (e.g. a fine-tuned classifier's).
     seed: initialises parameters the checkpoint does not provide.
     allow_nonfinite: load tensors holding NaN or Inf (refused by default, naming them).
+    heads: the optional heads the caller will use (``"pooler"``, ``"MLM head"``, ``"NSP
+      head"``; default all): only those are warned about when the checkpoint lacks them (a
+      fine-tuning task drops the MLM and NSP heads, so their absence is no news).
     **config_overrides: ``BertConfig`` fields to change, e.g. ``dtype="bfloat16"``,
       ``remat="full"`` (the shapes come from config.json).
   """
@@ -389,7 +395,7 @@ def load_hf(
   expected = {name: _torch_shape(flax_shape(path, layer), layout)
               for path, name, layout, layer in table}
   problems += _check_tensors(
-      tensors, table, expected, strict, hf_config.get("architectures") or ())
+      tensors, table, expected, strict, hf_config.get("architectures") or (), heads)
   if not allow_nonfinite:
     problems += _check_finite(tensors, table)
   if problems:

@@ -14,6 +14,7 @@ TASKS = {
     "docs_classification": "lamb_optax.tasks.docs_classification",
     "glue": "lamb_optax.tasks.glue",
     "squad": "lamb_optax.tasks.squad",
+    "text_classification": "lamb_optax.tasks.text_classification",
 }
 
 

@@ -112,7 +112,11 @@ def build_task(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *, na
                label_names: Sequence[str], metrics: Sequence[str] = (),
                label_center: float = 0.0,
                load: Any | None = None) -> SequenceClassification:
-  """The task; ``load(tokenizer) -> (train arrays, eval arrays)`` or None (no data)."""
+  """The task; ``load(tokenizer) -> (train arrays, eval arrays)`` or None (no data).
+
+  With data and ``finetune.num_train_epochs`` set, the run's length follows from the training
+  set's size (:func:`lamb_optax.tasks.finetuning.apply_epochs`).
+  """
   encoder = finetuning.resolve_encoder(config)
   num_labels = max(1, len(label_names))
   make_model = lambda rngs: bert_heads.BertForSequenceClassification(
@@ -121,6 +125,7 @@ def build_task(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *, na
   baseline = {}
   if load is not None:
     train, eval_ = load(encoder.tokenizer())
+    finetuning.apply_epochs(config, len(train["label"]))
     if label_names:
       baseline = {"majority_accuracy": majority_accuracy(train["label"], eval_["label"])}
   return SequenceClassification.create(

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -135,9 +136,11 @@ def _huggingface_encoder(source: str, config: ml_collections.ConfigDict,
 
 
 def load_encoder(encoder: EncoderSource, abstract_bert: PyTree, bert_shardings: PyTree,
-                 restore_params: Callable[[str, PyTree], PyTree]) -> PyTree:
+                 restore_params: Callable[[str, PyTree], PyTree],
+                 heads: Sequence[str] = ("pooler",)) -> PyTree:
   """The encoder params ``bert/...`` of a workdir's latest checkpoint (read by the trainer's
-  ``restore_params``) or a Hugging Face dir."""
+  ``restore_params``) or a Hugging Face dir; a Hugging Face checkpoint without one of ``heads``
+  (the pooler, for a task that reads the pooled [CLS]) is warned about."""
   if encoder.kind == "workdir":
     target = {"bert": sharding.with_shardings(abstract_bert, bert_shardings)}
     return restore_params(encoder.path, target)["bert"]
@@ -146,7 +149,7 @@ def load_encoder(encoder: EncoderSource, abstract_bert: PyTree, bert_shardings: 
       raise ValueError(
           f"{encoder.path!r} holds only pytorch_model.bin; convert it to safetensors once: "
           "transformers.BertForPreTraining.from_pretrained(d).save_pretrained(d).")
-    model = hf.load_hf(encoder.path, strict=False, dtype=encoder.bert_config.dtype,
+    model = hf.load_hf(encoder.path, strict=False, heads=heads, dtype=encoder.bert_config.dtype,
                        remat=encoder.bert_config.remat)
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))["bert"]
     return jax.device_put(params, bert_shardings)
@@ -230,6 +233,29 @@ def padded_eval_batches(arrays: Mapping[str, np.ndarray], per_process_batch_size
            for k, v in out.items()} for i in range(batches)]
 
 
+def apply_epochs(config: ml_collections.ConfigDict, num_examples: int) -> None:
+  """Sets ``num_train_steps`` to ``finetune.num_train_epochs`` passes over ``num_examples`` and
+  ``warmup_steps`` to ``finetune.warmup_fraction`` of them; nothing if ``num_train_epochs`` is 0.
+
+  Called with the training set actually read, before the optimizer's schedule is built, so
+  the saved ``config.json`` holds the steps the run took.
+
+  >>> config = ml_collections.ConfigDict(dict(global_batch_size=32, num_train_steps=1,
+  ...     warmup_steps=0, finetune=dict(num_train_epochs=3.0, warmup_fraction=0.1)))
+  >>> apply_epochs(config, 300)
+  >>> config.num_train_steps, config.warmup_steps   # ceil(3 x 300 / 32), round(0.1 x 29)
+  (29, 3)
+  """
+  f = config.finetune
+  if not f.num_train_epochs:
+    return
+  steps = max(1, math.ceil(f.num_train_epochs * num_examples / config.global_batch_size))
+  config.num_train_steps = steps
+  config.warmup_steps = round(f.warmup_fraction * steps)
+  _log.info("%s epochs of %d examples at batch %d: %d steps, warmup %d.", f.num_train_epochs,
+            num_examples, config.global_batch_size, steps, config.warmup_steps)
+
+
 def restore_run(workdir: str, build: Callable[..., Any],
                 restore_params: Callable[[str, PyTree], PyTree]) -> tuple[Any, Any, PyTree]:
   """``(config, task, params)`` of the fine-tuning run in ``workdir``, for scoring it: the run's
@@ -297,7 +323,8 @@ class FinetuneTask:
                        f"{self.encoder.path!r}.")
     params = self.init_params()
     params["bert"] = load_encoder(self.encoder, self.abstract_params()["bert"],
-                                  self.param_shardings["bert"], restore_params)
+                                  self.param_shardings["bert"], restore_params,
+                                  heads=() if self.EVERY_TOKEN else ("pooler",))
     _log.info("Encoder from %s (%s); task head initialised from seed %d.", source,
               self.encoder.kind, self.config.seed)
     return params

@@ -150,9 +150,22 @@ def read_tsv(task: GlueTask, path: str) -> Examples:
       raise ValueError(f"{path} line {number + task.tsv_header}: {len(row)} columns, expected "
                        f"at least {max(task.tsv_columns) + 1}.") from None
     texts.append(text)
-    labels.append(float(raw) if not task.labels else
-                  task.labels.index(raw) if raw in task.labels else int(raw))
+    labels.append(_tsv_label(task, raw, f"{path} line {number + task.tsv_header}"))
   return texts, labels
+
+
+def _tsv_label(task: GlueTask, raw: str, where: str) -> float | int:
+  """A TSV label as TFDS's class index (or STS-B's score); anything else is refused here, not
+  left to make the loss NaN (a label out of the head's range)."""
+  if not task.labels:
+    return float(raw)
+  if raw in task.labels:
+    return task.labels.index(raw)
+  if raw.isdigit() and int(raw) < len(task.labels):
+    return int(raw)
+  raise ValueError(f"{where}: label {raw!r} is not one of this GLUE task's classes "
+                   f"{list(task.labels)} (or 0..{len(task.labels) - 1}). Your own labels: the "
+                   "text_classification task (configs/text_classification.py).")
 
 
 def read_split(config: ml_collections.ConfigDict, task: GlueTask, train: bool) -> Examples:

@@ -115,7 +115,8 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 def _finetune_defaults() -> ml_collections.ConfigDict:
-  """The keys of fine-tuning tasks (docs_classification, glue, squad); pretraining ignores them.
+  """The keys of fine-tuning tasks (docs_classification, glue, squad, text_classification);
+  pretraining ignores them.
 
   The pretrained encoder is ``init_from`` (a lamb_optax pretraining workdir or a Hugging Face
   BERT directory); see lamb_optax/tasks/finetuning.py and docs/finetuning.md.
@@ -128,6 +129,18 @@ def _finetune_defaults() -> ml_collections.ConfigDict:
       do_lower_case=True,  # used unless a Hugging Face tokenizer_config.json says otherwise
       max_train_examples=0,  # 0 = all; tests and quick runs use a few
       max_eval_examples=0,  # 0 = the whole held-out set
+      # The run's length in passes over the training set actually read (classification tasks):
+      # num_train_steps = ceil(num_train_epochs x train examples / global_batch_size) and
+      # warmup_steps = round(warmup_fraction x num_train_steps), both set when the data is read
+      # (config.json records them). 0 = num_train_steps and warmup_steps as set.
+      num_train_epochs=0.0,
+      warmup_fraction=0.1,
+      # Your own data (task "text_classification"): CSV, TSV or JSON Lines by extension (.csv,
+      # .tsv, .jsonl/.json), with a "label" column and a "sentence" or "text" column, or a
+      # "sentence1"/"sentence2" pair, as Hugging Face's run_glue.py reads them. The classes come
+      # from train_file; validation_file ("" = none) is scored during training.
+      train_file="",
+      validation_file="",
       # GLUE: a task name (mrpc, sst2, cola, stsb, qnli, rte, mnli_matched, mnli_mismatched) and
       # where its data is: "" = TFDS glue/<task> prepared in tfds_data_dir, else a directory of
       # the GLUE TSV files (train.tsv, dev.tsv / dev_matched.tsv ...).
@@ -141,6 +154,22 @@ def _finetune_defaults() -> ml_collections.ConfigDict:
       n_best_size=20,
       max_answer_length=30,
   ))
+
+
+def optional(value):
+  """``value`` for a config key that may also be None, from the command line too.
+
+  absl parses an override by the key's type, so ``--config.KEY=None`` fails on a float key
+  ("could not convert string to float"); a key made with ``optional`` is parsed as a Python
+  literal instead: ``None``, ``0.5`` and ``True`` are what they say (a word stays a string,
+  which :func:`check_values` refuses in ``optimizer.kwargs``).
+
+  >>> config = ml_collections.ConfigDict()
+  >>> config.max_grad_norm = optional(1.0)
+  >>> config.max_grad_norm, config.to_dict()
+  (1.0, {'max_grad_norm': 1.0})
+  """
+  return config_dict.FieldReference(value, field_type=object)
 
 
 def _model_overrides() -> ml_collections.ConfigDict:
@@ -177,7 +206,7 @@ def _flat_keys(config, prefix="", allow_open=()) -> set[str]:
 
 # Keys that count things and may be 0 (0 = none, or "look it up"), but never negative.
 _NON_NEGATIVE = ("eval_batches", "eval_batch_size", "data.worker_count", "peak_flops_per_device",
-                 "data.embedded_max_documents")
+                 "data.embedded_max_documents", "finetune.num_train_epochs")
 # Keys that must be >= 1: 0 would keep no checkpoint to resume from, or stop before any update.
 _POSITIVE = ("keep_checkpoints", "max_nonfinite_steps")
 # Optimizer arguments that are strings by design (a dtype name); elsewhere a string in
@@ -210,6 +239,9 @@ def check_values(config: ml_collections.ConfigDict) -> None:
   for key in _NON_NEGATIVE:
     if _get(config, key) < 0:
       raise ValueError(f"{key} must be >= 0, got {_get(config, key)}.")
+  if not 0 <= config.finetune.warmup_fraction <= 1:
+    raise ValueError(f"finetune.warmup_fraction must lie in [0, 1], got "
+                     f"{config.finetune.warmup_fraction}.")
   for key in _POSITIVE:
     if _get(config, key) < 1:
       raise ValueError(f"{key} must be >= 1, got {_get(config, key)}" + (

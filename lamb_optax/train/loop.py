@@ -114,6 +114,7 @@ def _train(run: Run, state: TrainState, start_step: int) -> dict[str, float]:
       if step == start_step + 1:  # the rate excludes the first step's compile
         jax.block_until_ready(metrics)
         throughput.start(step)
+        writer.start_clock(step)
       # Read the previous step's count, not this one's: the host then waits only for a step
       # that is (nearly) done, and this step stays in flight while the next batch is loaded.
       _stop_if_diverging(previous_count, step - 1, run)

@@ -1,5 +1,9 @@
 """Where training metrics go: ``metrics.jsonl``, TensorBoard event files, and a progress bar.
 
+The progress bar (tqdm) starts after the first step, so its rate and ETA leave the compile
+out; where stderr is not a terminal (a log file, a batch job) there is no bar but one line per
+logged step: ``step 40/100 (40%): loss 2.1234, 3.2 step/s, ETA 0:00:19``.
+
 Only process 0 writes. TensorBoard files are written with ``tensorboardX`` (no TensorFlow).
 ``metrics.jsonl`` is appended to, so a resumed run continues the same file; a row per logged step.
 
@@ -12,9 +16,11 @@ which strict parsers reject).
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -144,6 +150,9 @@ class MetricsWriter:
     self._jsonl = None
     self._tensorboard = None
     self._bar = None
+    self._progress = progress_bar
+    self._total = total_steps
+    self._clock: tuple[float, int] | None = None  # (time, step) when the steps started to count
     if not enabled:
       return
     self._jsonl = _JsonLines(epath.Path(workdir) / "metrics.jsonl", last_step=initial_step)
@@ -152,10 +161,24 @@ class MetricsWriter:
       self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
     except ImportError:  # TensorBoard is optional: metrics.jsonl always has everything.
       self._tensorboard = None
-    if progress_bar:
+
+  def start_clock(self, step: int) -> None:
+    """Starts the rate and ETA at ``step`` (the first step done, its compile included), and
+    the progress bar if stderr (where tqdm draws) is a terminal."""
+    self._clock = (time.perf_counter(), step)
+    if self.enabled and self._progress and self._bar is None and sys.stderr.isatty():
       from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
-      self._bar = tqdm(total=total_steps, initial=initial_step, unit="step", dynamic_ncols=True,
+      self._bar = tqdm(total=self._total, initial=step, unit="step", dynamic_ncols=True,
                        mininterval=1.0)
+
+  def _progress_line(self, step: int, loss: float) -> str:
+    """``step 40/100 (40%): loss 2.1234, 3.2 step/s, ETA 0:00:19`` (no rate before 2 steps)."""
+    line = f"step {step}/{self._total} ({100 * step // max(self._total, 1)}%): loss {loss:.4f}"
+    if self._clock is not None and step > self._clock[1]:
+      rate = (step - self._clock[1]) / max(time.perf_counter() - self._clock[0], 1e-9)
+      left = datetime.timedelta(seconds=round((self._total - step) / rate))
+      line += f", {rate:.3g} step/s, ETA {left}"
+    return line
 
   def write(self, step: int, metrics: Mapping[str, Any], prefix: str = "") -> None:
     if not self.enabled:
@@ -167,8 +190,11 @@ class MetricsWriter:
         if name != "step" and isinstance(value, (int, float)) and math.isfinite(value):
           self._tensorboard.add_scalar(name, value, int(step))
       self._tensorboard.flush()
-    if self._bar is not None and not prefix and "loss" in metrics:
-      self._bar.set_postfix(loss=f"{row[prefix + 'loss']:.4f}", refresh=False)
+    if not prefix and "loss" in metrics and self._progress:
+      if self._bar is not None:
+        self._bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
+      elif self._clock is not None:  # not a terminal: one line per logged step
+        print(self._progress_line(step, float(metrics["loss"])), flush=True)
 
   def advance(self, steps: int = 1) -> None:
     if self._bar is not None:

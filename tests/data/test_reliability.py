@@ -187,6 +187,7 @@ _WORKER_PARENT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a process with Grain workers, SIGKILLed
 def test_grain_workers_die_with_a_killed_parent():
   psutil = pytest.importorskip("psutil")
   env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),

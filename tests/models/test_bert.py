@@ -210,6 +210,7 @@ def test_dropout_draws_are_uniform_and_independent_of_the_layout():
   assert jax.eval_shape(lambda k: dropout.uniform16(k, shape), jax.random.key(0)).shape == shape
 
 
+@pytest.mark.slow  # two more compiles of the gradient; remat is off by default
 def test_remat_gives_the_same_gradients(model, batch, value_and_grad):
   key = jax.random.key(0)
   _, params = nnx.split(model, nnx.Param)
@@ -221,6 +222,7 @@ def test_remat_gives_the_same_gradients(model, batch, value_and_grad):
                  actual, expected)
 
 
+@pytest.mark.slow  # a compile of the unrolled gradient; scan_layers is on by default
 def test_unrolled_layers_give_the_scans_loss_and_gradients(model, batch, value_and_grad):
   # scan_layers=False is the same computation without the loop: same params, dropout keys,
   # loss and gradients (float summation order aside).

@@ -93,6 +93,10 @@ def test_bare_bert_model_layout_loads_the_encoder(torch_bert, tmp_path, caplog):
   x = inputs()
   hidden = np.asarray(model.encode(*x))
   np.testing.assert_allclose(hidden, torch_outputs(torch_model, *x)[0], atol=TOLERANCE)
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):  # fine-tuning drops the MLM and NSP heads: no news
+    hf.load_hf(tmp_path, heads=("pooler",))
+  assert "head" not in caplog.text
 
 
 def test_sharded_checkpoint_loads(torch_bert, tmp_path):

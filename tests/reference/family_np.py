@@ -7,7 +7,7 @@ LARS (You et al. 2020, Algorithm 1), per layer:
   m = b1 m + (1-b1)(g + wd x);  x <- x - lr * ||x||/||m|| * m
   ratio_before_momentum: m = b1 m + (1-b1) * ratio(x, g + wd x) * (g + wd x);  x <- x - lr m
 NVLAMB: g <- g * min(1, c / ||g||_global), then LAMB (Algorithm 2).
-N-LAMB / NN-LAMB (appendix, constant betas), see nesterov_lamb.
+N-LAMB / NN-LAMB (constant betas; not verified against the paper's appendix), see nesterov_lamb.
 AdamW: x <- x - lr (m^/(sqrt(v^)+eps) + wd x).
 """
 from __future__ import annotations
@@ -59,7 +59,12 @@ def nvlamb(params, grads_per_step, lrs, *, max_grad_norm=1.0, **lamb_kwargs):
 
 def nesterov_lamb(params, grads_per_step, lrs, *, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01,
                   decay=None, adapt=None, nesterov_second_moment=False):
-  """N-LAMB (nesterov_second_moment=False) / NN-LAMB (True), constant betas, step t >= 1:
+  """N-LAMB (nesterov_second_moment=False) / NN-LAMB (True), constant betas, step t >= 1.
+
+  Not a transcription of the paper: its appendix (N-LAMB / NN-LAMB) could not be read with the
+  search tools, so these are the equations lamb_optax.transforms.scale_by_nesterov_adam
+  documents (Dozat's Nadam with constant b1; the N-LAMB moment is also checked against
+  optax.scale_by_adam(nesterov=True) in tests/test_family.py):
     m = b1 m + (1-b1) g;   v = b2 v + (1-b2) g^2
     m^ = b1 m / (1 - b1^(t+1)) + (1-b1) g / (1 - b1^t)
     v^ = v / (1 - b2^t)                                       (N-LAMB)

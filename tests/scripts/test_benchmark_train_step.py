@@ -6,6 +6,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
@@ -18,6 +20,7 @@ def _run(*flags: str, timeout: int = 120) -> subprocess.CompletedProcess:
        *flags], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow  # a benchmark: compiles and times the step in a subprocess
 def test_quick_run_reports_positive_throughput(tmp_path):
   out = tmp_path / "result.json"
   run = _run("--micro-batches", "2", "--batch", "16", "--json", str(out))
@@ -29,6 +32,7 @@ def test_quick_run_reports_positive_throughput(tmp_path):
   assert report["peak_source"].startswith(("measured matmul peak", "vendor"))
 
 
+@pytest.mark.slow  # a benchmark: compiles, times and profiles the step in a subprocess
 def test_profile_attributes_the_step_to_named_costs(tmp_path):
   out = tmp_path / "result.json"
   run = _run("--profile", str(tmp_path / "trace"), "--json", str(out), timeout=300)

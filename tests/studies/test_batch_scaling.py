@@ -139,6 +139,7 @@ def test_csv_and_plot(tmp_path):
   assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow  # a whole study: trainer runs in subprocesses, twice
 def test_quick_study_end_to_end_and_skips_finished_cells(tmp_path):
   cmd = [sys.executable, str(ROOT / "scripts/batch_scaling_study.py"),
          f"--config={ROOT / 'configs/scaling_tiny.py'}", f"--workdir={tmp_path}", "--quick"]
@@ -168,6 +169,7 @@ def test_every_cell_builds_its_optimizer():
     recipes.build_optimizer(c, stacked_axes={"layers": 1})
 
 
+@pytest.mark.slow  # a study of one diverging cell: a compile and a short run
 def test_a_diverged_cell_is_a_result_not_a_crash(tmp_path):
   import jax  # pylint: disable=g-import-not-at-top
   config = _study()
@@ -301,6 +303,7 @@ def test_variant_rows_summarise_per_model_and_optimizer(tmp_path):
   assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow  # a whole study: two image trainer runs in a subprocess
 def test_quick_digits_study_end_to_end(tmp_path):
   cmd = [sys.executable, str(ROOT / "scripts/batch_scaling_study.py"),
          f"--config={ROOT / 'configs/scaling_digits.py'}", f"--workdir={tmp_path}", "--quick"]

@@ -1,7 +1,5 @@
 """A fine-tuning run killed with SIGKILL and restarted continues bit-identically (dropout on)."""
 
-import signal
-import subprocess
 import sys
 
 import pytest
@@ -22,25 +20,11 @@ def _command(workdir):
            f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in FLAGS.items()])
 
 
-def _run(workdir):
-  subprocess.run(_command(workdir), env=trainer_runs.environment(2), check=True,
-                 capture_output=True, text=True, timeout=600, cwd=trainer_runs.ROOT)
-
-
 @pytest.mark.slow
 def test_sigkill_and_restart_continue_bit_identically(tmp_path):
   reference = str(tmp_path / "reference")
-  _run(reference)
+  trainer_runs.run_command(_command(reference), devices=2, timeout=600)
   killed = str(tmp_path / "killed")
-  process = subprocess.Popen(_command(killed), env=trainer_runs.environment(2),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             cwd=trainer_runs.ROOT)
-  try:
-    assert trainer_runs.wait_for_step(killed, 5, process, timeout=400), "never reached step 5"
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
-  finally:
-    process.kill()
-  assert max(trainer_runs.losses(killed)) < 8  # it really died mid-run
-  _run(killed)
+  assert trainer_runs.kill_at_step(_command(killed), killed, 5, devices=2, timeout=400) < 8
+  trainer_runs.run_command(_command(killed), devices=2, timeout=600)
   assert trainer_runs.losses(killed) == trainer_runs.losses(reference)  # every step, bit for bit

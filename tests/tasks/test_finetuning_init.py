@@ -82,6 +82,20 @@ def test_encoder_from_a_hugging_face_directory(tmp_path):
   _assert_same(params["bert"], nnx.to_pure_dict(nnx.state(model, nnx.Param))["bert"])
 
 
+def test_only_the_heads_a_task_uses_are_warned_about(caplog):
+  """A bare BertModel checkpoint lacks the MLM and NSP heads, which fine-tuning drops anyway."""
+  import logging  # pylint: disable=g-import-not-at-top
+
+  from lamb_optax.models import hf  # pylint: disable=g-import-not-at-top
+  with caplog.at_level(logging.WARNING):
+    hf._check_tensors({}, [], {}, False, (), heads=("pooler",))  # pylint: disable=protected-access
+  assert "pooler" in caplog.text and "head" not in caplog.text
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    hf._check_tensors({}, [], {}, False, ())  # pylint: disable=protected-access
+  assert "MLM head" in caplog.text and "NSP head" in caplog.text
+
+
 def test_init_from_that_is_neither_says_what_was_looked_for(tmp_path):
   (tmp_path / "config.json").write_text("{}")
   with pytest.raises(ValueError, match=r"config.json \+ checkpoints/.*model.safetensors"):

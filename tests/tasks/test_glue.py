@@ -105,6 +105,14 @@ def test_tsv_readers_follow_googles_columns(tmp_path):
     glue.read_tsv(glue.glue_task("mrpc"), str(tmp_path / "missing.tsv"))
 
 
+def test_labels_out_of_a_glue_tasks_range_are_refused(tmp_path):
+  """6-class data in SST-2's slot made the loss NaN; now it names the line and the way out."""
+  (tmp_path / "train.tsv").write_text("sentence\tlabel\ngood\t1\nodd\t5\n")
+  with pytest.raises(ValueError, match=r"train.tsv line 3: label '5' is not one of this GLUE "
+                                       r"task's classes .*text_classification"):
+    glue.read_tsv(glue.glue_task("sst2"), str(tmp_path / "train.tsv"))
+
+
 def _rows(task):
   return [{**{k: f"text {k} {i}".encode() for k in task.text_keys},
            "label": (i % 5) * 1.0 if not task.labels else i % len(task.labels), "idx": i}

@@ -1,14 +1,16 @@
 """The image task through the trainer CLI, in fresh processes (the patterns of
 tests/train/test_trainer.py): a SIGKILLed run resumes bit-identically (BatchNorm running
-statistics and the augmentation stream included); 2 processes x 2 devices equal 1 x 4."""
+statistics and the augmentation stream included); 2 processes x 2 devices equal 1 x 4.
 
-import signal
-import subprocess
+Every test starts trainer processes, so the module is in the slow tier; the image task's step,
+layouts and accuracy are tested in this process by tests/tasks/test_image_classification.py."""
 
 import numpy as np
 import pytest
 
 import trainer_runs
+
+pytestmark = pytest.mark.slow
 
 # A tiny ResNet on the digits; BatchNorm groups of 4 (trainer_runs.SMALL: 8 steps of 16).
 IMAGE = {"task": "image_classification", "image.model": "resnet", "image.preset": "tiny",
@@ -32,21 +34,12 @@ def test_image_run_logs_accuracies(reference):
 
 def test_sigkill_and_restart_continue_bit_identically(reference, tmp_path):
   workdir = str(tmp_path / "killed")
-  process = subprocess.Popen(
-      trainer_runs.command(workdir, IMAGE, workdir), env=trainer_runs.environment(4),
-      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=trainer_runs.ROOT)
-  try:
-    assert trainer_runs.wait_for_step(workdir, 5, process, timeout=300), "never reached step 5"
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
-  finally:
-    process.kill()
-  assert max(trainer_runs.losses(workdir)) < 8  # it really died mid-run
-  trainer_runs.run(workdir, IMAGE, workdir, devices=4)
+  command = trainer_runs.command(workdir, IMAGE, workdir)
+  assert trainer_runs.kill_at_step(command, workdir, 5, devices=4, timeout=300) < 8  # mid-run
+  trainer_runs.run_command(command, devices=4)
   assert trainer_runs.losses(workdir) == trainer_runs.losses(reference)  # bit-identical
 
 
-@pytest.mark.slow
 def test_two_processes_match_one(reference, tmp_path):
   workdir = str(tmp_path / "multihost")
   trainer_runs.run_multiprocess(workdir, IMAGE, workdir, processes=2, devices_per_process=2)

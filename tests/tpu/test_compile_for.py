@@ -77,7 +77,10 @@ def test_missing_libtpu_says_how_to_install(monkeypatch):
 
 
 @needs_libtpu
-@pytest.mark.parametrize("accel", ["v4-8", "v5litepod-4", "v5p-8", "v6e-4"])
+# One generation in the default run; a compile takes tens of seconds on 2 cores.
+@pytest.mark.parametrize("accel", [pytest.param("v4-8", marks=pytest.mark.slow), "v5litepod-4",
+                                   pytest.param("v5p-8", marks=pytest.mark.slow),
+                                   pytest.param("v6e-4", marks=pytest.mark.slow)])
 def test_tiny_compiles_for_each_generation(accel):
   report = compile_for.compile_for(small_config(), accel)
   assert report.fits and report.chips == 4 and report.num_micro_batches == 2
@@ -104,6 +107,7 @@ def test_compiling_leaves_no_cloud_tpu_variables_behind(monkeypatch):
 
 
 @needs_libtpu
+@pytest.mark.slow  # two compiles
 def test_larger_micro_batch_grows_temporaries():
   small = compile_for.compile_for(small_config(micro_batch_size=4), "v5litepod-4")
   large = compile_for.compile_for(small_config(micro_batch_size=16), "v5litepod-4")
@@ -112,6 +116,7 @@ def test_larger_micro_batch_grows_temporaries():
 
 
 @needs_libtpu
+@pytest.mark.slow  # the CLI in a subprocess, compiling a 4,096-sequence micro-batch
 def test_config_that_cannot_fit_is_refused(tmp_path):
   """A 16 GB v5e chip and a micro-batch of 4,096 sequences of 512 tokens: the CLI exits 1 and
   names micro_batch_size."""

@@ -21,7 +21,8 @@ def _free_port():
 
 @pytest.mark.parametrize("process_id", [
     1,  # the coordinator (process 0) is not there: unreachable
-    0,  # this is the coordinator; its peer never joins
+    # This is the coordinator; its peer never joins. Slow: a second process waiting out a timeout.
+    pytest.param(0, marks=pytest.mark.slow),
 ])
 def test_a_join_that_times_out_names_the_coordinator_and_exits_1(process_id):
   address = f"127.0.0.1:{_free_port()}"

@@ -9,27 +9,16 @@ import pytest
 
 import configs.tiny as tiny_config  # pylint: disable=g-bad-import-order
 import trainer_runs
-from lamb_optax import data as data_lib
 from lamb_optax.train import config as config_lib
 from lamb_optax.train import loop
 from lamb_optax.train import plan as plan_lib
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  directory = str(tmp_path_factory.mktemp("data"))
-  data_lib.prepare_embedded(directory, masking=data_lib.MaskingConfig(128, 20),
-                            max_documents=trainer_runs.SMALL["data.embedded_max_documents"])
-  return directory
-
-
-def test_data_of_another_shape_is_refused(tmp_path, data_dir):
-  prepared = data_lib.prepare_embedded(
-      data_dir, masking=data_lib.MaskingConfig(128, 20),
-      max_documents=trainer_runs.SMALL["data.embedded_max_documents"])  # the cached build
-  config = small_config(data_dir, **{"data.source": prepared.directory,
-                                     "data.vocab_file": prepared.vocab_file,
-                                     "data.max_seq_length": 64, "data.max_predictions_per_seq": 10})
+def test_data_of_another_shape_is_refused(tmp_path, pretraining_data_dir):
+  prepared = trainer_runs.prepare_small_data(pretraining_data_dir)  # the session's build
+  config = small_config(pretraining_data_dir, **{
+      "data.source": prepared.directory, "data.vocab_file": prepared.vocab_file,
+      "data.max_seq_length": 64, "data.max_predictions_per_seq": 10})
   with pytest.raises(ValueError, match=r"holds examples of length 128 with 20 predictions"):
     loop.train_and_evaluate(config, str(tmp_path / "run"))
 
@@ -68,10 +57,11 @@ small_config = trainer_runs.small_config
     ({"optimizer.kwargs.weight_decay_mask": 3}, "optimizer.kwargs.weight_decay_mask"),
     ({"optimizer.kwargs.learning_rate": 0.1}, "the learning rate is config.learning_rate"),
 ])
-def test_bad_config_fails_before_writing_anything(tmp_path, data_dir, changes, message):
+def test_bad_config_fails_before_writing_anything(tmp_path, pretraining_data_dir, changes,
+                                                  message):
   workdir = str(tmp_path / "run")
   with pytest.raises((ValueError, FileNotFoundError)) as error:
-    loop.train_and_evaluate(small_config(data_dir, **changes), workdir)
+    loop.train_and_evaluate(small_config(pretraining_data_dir, **changes), workdir)
   assert message in str(error.value), str(error.value)
   assert not os.path.exists(os.path.join(workdir, "checkpoints"))
 
@@ -92,14 +82,16 @@ def test_unknown_key_is_named():
     config_lib.lock(config)
 
 
-def test_stops_after_n_nonfinite_updates_in_a_row(tmp_path, data_dir):
+@pytest.mark.slow  # a trainer run of its own (the step's skipping is tests/train/test_step.py's)
+def test_stops_after_n_nonfinite_updates_in_a_row(tmp_path, pretraining_data_dir):
   """An absurd learning rate (warmed up from 0, so step 1 is sane and checkpointed) would blow the
   params up: those updates are skipped (the new params' norm is checked, not only the loss and
   gradient), counted, never checkpointed, and the run stops after max_nonfinite_steps of them
   with an error that names the intact checkpoint."""
   workdir = str(tmp_path / "run")
-  config = small_config(data_dir, learning_rate=1e30, warmup_steps=4, max_nonfinite_steps=3,
-                        checkpoint_every_steps=1, keep_checkpoints=10, eval_batches=0)
+  config = small_config(pretraining_data_dir, learning_rate=1e30, warmup_steps=4,
+                        max_nonfinite_steps=3, checkpoint_every_steps=1, keep_checkpoints=10,
+                        eval_batches=0)
   with pytest.raises(loop.NonFiniteLossError, match="3 updates in a row had a non-finite") as e:
     loop.train_and_evaluate(config, workdir)
   rows = trainer_runs.rows(workdir)

@@ -56,3 +56,16 @@ def test_bare_nan_and_torn_lines_of_older_files_are_rewritten(tmp_path):
   metrics_lib.MetricsWriter(str(tmp_path), total_steps=9, initial_step=2,
                             progress_bar=False).close()
   assert _strict_rows(path) == [{"step": 1, "loss": None}, {"step": 2, "loss": 0.5}]
+
+
+def test_outside_a_terminal_each_logged_step_is_one_line_timed_after_the_compile(tmp_path,
+                                                                                 capsys):
+  writer = metrics_lib.MetricsWriter(str(tmp_path), total_steps=30)  # pytest: not a terminal
+  writer.write(1, {"loss": 2.0})  # before the clock starts (the first step compiles): no line
+  writer.start_clock(1)
+  writer.write(10, {"loss": 1.5})
+  writer.write(10, {"loss": 1.6}, prefix="eval_")
+  writer.close()
+  lines = capsys.readouterr().out.splitlines()
+  assert len(lines) == 1 and lines[0].startswith("step 10/30 (33%): loss 1.5000, "), lines
+  assert "step/s, ETA 0:" in lines[0]

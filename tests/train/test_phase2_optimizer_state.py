@@ -7,21 +7,18 @@ import optax
 import pytest
 
 import trainer_runs
-from lamb_optax import data as data_lib
 from lamb_optax.train import checkpoint as checkpoint_lib
 from lamb_optax.train import loop
 from lamb_optax.train import trainer as trainer_lib
 
 
 @pytest.fixture(scope="module")
-def phase1(tmp_path_factory):
-  data_dir = str(tmp_path_factory.mktemp("data"))
-  data_lib.prepare_embedded(data_dir, masking=data_lib.MaskingConfig(128, 20),
-                            max_documents=trainer_runs.SMALL["data.embedded_max_documents"])
+def phase1(tmp_path_factory, pretraining_data_dir):
   workdir = str(tmp_path_factory.mktemp("phase1"))
   loop.train_and_evaluate(trainer_runs.small_config(
-      data_dir, num_train_steps=2, checkpoint_every_steps=2, eval_batches=0), workdir)
-  return data_dir, workdir
+      pretraining_data_dir, num_train_steps=2, checkpoint_every_steps=2, eval_batches=0),
+      workdir)
+  return pretraining_data_dir, workdir
 
 
 def _adam_states(opt_state):

@@ -6,51 +6,35 @@ What these show: the same global batch and seed give the same losses on
 the same ordered array and every row gets the same dropout mask), and on 1 device with 4
 micro-batches (dropout off: micro-batches draw their own dropout keys); a run killed with SIGKILL
 and restarted continues with bit-identical losses.
+
+Every test starts trainer processes, so the module is in the slow tier; the default run trains
+in its own process (tests/train/test_loop.py).
 """
 
 import os
 import signal
-import subprocess
 import time
 
 import numpy as np
 import pytest
 
 import trainer_runs
-from lamb_optax import data as data_lib
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def data_dir(pretraining_data_dir):
+  """The session's small pretraining corpus (tests/conftest.py), under this module's short name."""
+  return pretraining_data_dir
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  """The embedded corpus cut to a few documents, built once for every run of this module."""
-  directory = str(tmp_path_factory.mktemp("data"))
-  masking = data_lib.MaskingConfig(max_seq_length=128, max_predictions_per_seq=20)
-  data_lib.prepare_embedded(directory, masking=masking,
-                            max_documents=trainer_runs.SMALL["data.embedded_max_documents"])
-  return directory
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, data_dir):
+def reference(tmp_path_factory, pretraining_data_dir):
   """One uninterrupted run on 1 process x 4 devices: data parallel, no accumulation."""
   workdir = str(tmp_path_factory.mktemp("reference"))
-  trainer_runs.run(workdir, {"micro_batch_size": 4}, data_dir, devices=4)
+  trainer_runs.run(workdir, {"micro_batch_size": 4}, pretraining_data_dir, devices=4)
   return workdir
-
-
-def test_run_logs_every_metric_and_learns(reference):
-  rows = trainer_runs.rows(reference)
-  train = [r for r in rows if "loss" in r and "eval_loss" not in r]
-  assert [r["step"] for r in train] == list(range(1, 9))
-  for key in ("mlm_accuracy", "nsp_accuracy", "learning_rate", "grad_norm", "mlm_loss",
-              "trust_ratio_mean"):
-    assert all(np.isfinite(r[key]) for r in train), key
-  assert all("tokens_per_second" in r for r in train[1:])
-  assert train[-1]["loss"] < train[0]["loss"]
-  evals = [r for r in rows if "eval_loss" in r]
-  assert [r["step"] for r in evals] == [4, 8]
-  assert os.listdir(os.path.join(reference, "tensorboard"))
-  assert sorted(os.listdir(os.path.join(reference, "checkpoints")))[-1] == "8"
 
 
 def test_accumulation_matches_data_parallelism(tmp_path, data_dir):
@@ -91,18 +75,10 @@ def test_two_processes_summing_their_own_gradients_match_one_device(tmp_path, da
 
 def test_sigkill_and_restart_continue_bit_identically(reference, tmp_path, data_dir):
   workdir = str(tmp_path / "killed")
-  process = subprocess.Popen(
-      trainer_runs.command(workdir, {"micro_batch_size": 4}, data_dir),
-      env=trainer_runs.environment(4), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-      cwd=trainer_runs.ROOT)
-  try:
-    assert trainer_runs.wait_for_step(workdir, 5, process, timeout=240), "never reached step 5"
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
-  finally:
-    process.kill()
-  assert max(trainer_runs.losses(workdir)) < 8  # it really died mid-run
-  trainer_runs.run(workdir, {"micro_batch_size": 4}, data_dir, devices=4)
+  command = trainer_runs.command(workdir, {"micro_batch_size": 4}, data_dir)
+  last = trainer_runs.kill_at_step(command, workdir, 5, devices=4, timeout=240)
+  assert last < 8  # it really died mid-run
+  trainer_runs.run_command(command, devices=4)
   expected, got = trainer_runs.losses(reference), trainer_runs.losses(workdir)
   assert got == expected  # bit-identical floats, every step
 
@@ -123,18 +99,6 @@ def test_refuses_a_workdir_of_another_model(reference, tmp_path, data_dir):
   assert "different model" in result.stderr and "refusing to overwrite" in result.stderr
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
   assert open(os.path.join(workdir, "config.json")).read() == config_before
-
-
-def test_load_the_trained_model_and_fill_masks(reference):
-  from lamb_optax.train import pretrained  # pylint: disable=g-import-not-at-top
-  run = pretrained.load(reference)
-  assert run.config.num_train_steps == 8
-  filled = pretrained.fill_mask(run, "The [MASK] function returns a [MASK].", top_k=3)
-  assert len(filled) == 2 and all(len(tokens) == 3 for tokens in filled)
-  vocab = run.tokenizer.get_vocab()
-  assert all(token in vocab for tokens in filled for token in tokens)
-  with pytest.raises(ValueError, match="No \\[MASK\\]"):
-    pretrained.fill_mask(run, "no mask here")
 
 
 def _wait_until(predicate, process, timeout):
@@ -161,11 +125,9 @@ def _kill_and_resume(reference, workdir, data_dir, kills, seed):
   """SIGKILLs the run ``kills`` times, alternately mid-save (as soon as Orbax's temporary
   directory appears) and at a random moment (seeded) after a step, then lets it finish."""
   rng = np.random.default_rng(seed)
+  command = trainer_runs.command(workdir, {"micro_batch_size": 4}, data_dir)
   for kill in range(kills):
-    process = subprocess.Popen(
-        trainer_runs.command(workdir, {"micro_batch_size": 4}, data_dir),
-        env=trainer_runs.environment(4), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        cwd=trainer_runs.ROOT)
+    process = trainer_runs.start(command, devices=4)
     try:
       start = _last_step(workdir)
       if kill % 2 == 0:
@@ -175,11 +137,10 @@ def _kill_and_resume(reference, workdir, data_dir, kills, seed):
         assert _wait_until(lambda s=start: _last_step(workdir) > s, process, 600), "no new step"
         time.sleep(rng.uniform(0.0, 1.5))
       assert process.poll() is None, "the run ended before the kill"
-      process.send_signal(signal.SIGKILL)
-      process.wait(timeout=30)
+      trainer_runs.sigkill(process)
     finally:
       process.kill()
-  trainer_runs.run(workdir, {"micro_batch_size": 4}, data_dir, devices=4)
+  trainer_runs.run_command(command, devices=4)
   rows = trainer_runs.rows(workdir)
   train = [r["step"] for r in rows if "loss" in r and "eval_loss" not in r]
   evals = [r["step"] for r in rows if "eval_loss" in r]
@@ -230,16 +191,14 @@ def _alive(pid):
 def test_a_sigkilled_trainer_leaves_no_grain_worker(tmp_path, data_dir):
   """With data.worker_count=1, SIGKILL of the trainer ends its Grain worker
   processes within seconds (they watch their parent), instead of orphaning them."""
-  process = subprocess.Popen(
+  process = trainer_runs.start(
       trainer_runs.command(str(tmp_path / "workers"), {"data.worker_count": 1}, data_dir),
-      env=trainer_runs.environment(1), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-      cwd=trainer_runs.ROOT)
+      devices=1)
   try:
     assert _wait_until(lambda: _descendants(process.pid), process, 600), "no worker started"
     time.sleep(5)  # the workers have run their init (the parent watch) and are serving batches
     workers = _descendants(process.pid)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
+    trainer_runs.sigkill(process)
   finally:
     process.kill()
   deadline = time.time() + 20

@@ -16,20 +16,11 @@ import numpy as np
 import pytest
 
 import trainer_runs
-from lamb_optax import data as data_lib
 from lamb_optax.train import checkpoint as checkpoint_lib
 from lamb_optax.train import loop
 from lamb_optax.train import workdir as workdir_lib
 
 small_config = trainer_runs.small_config
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  directory = str(tmp_path_factory.mktemp("data"))
-  data_lib.prepare_embedded(directory, masking=data_lib.MaskingConfig(128, 20),
-                            max_documents=trainer_runs.SMALL["data.embedded_max_documents"])
-  return directory
 
 
 def test_a_held_workdir_is_refused_naming_the_holder(tmp_path):
@@ -58,12 +49,12 @@ def test_the_lock_of_a_killed_run_does_not_block_a_restart(tmp_path):
   workdir_lib.acquire(str(tmp_path)).release()  # the kernel dropped the dead run's lock
 
 
-def test_a_second_trainer_stops_before_writing(tmp_path, data_dir):
+def test_a_second_trainer_stops_before_writing(tmp_path, pretraining_data_dir):
   workdir = str(tmp_path / "run")
   lock = workdir_lib.acquire(workdir)
   try:
     with pytest.raises(workdir_lib.WorkdirError, match="one run per workdir"):
-      loop.train_and_evaluate(small_config(data_dir), workdir)
+      loop.train_and_evaluate(small_config(pretraining_data_dir), workdir)
   finally:
     lock.release()
   assert sorted(os.listdir(workdir)) == [workdir_lib.LOCK_FILE]
@@ -97,21 +88,21 @@ def test_an_allowed_change_keeps_the_old_config(tmp_path):
   assert json.loads((tmp_path / "config.json").read_text())["seed"] == 1
 
 
-def test_a_workdir_that_is_a_file_is_refused(tmp_path, data_dir):
+def test_a_workdir_that_is_a_file_is_refused(tmp_path, pretraining_data_dir):
   path = tmp_path / "file"
   path.write_text("")
   with pytest.raises(workdir_lib.WorkdirError, match="is a file, not a directory"):
-    loop.train_and_evaluate(small_config(data_dir), str(path))
+    loop.train_and_evaluate(small_config(pretraining_data_dir), str(path))
   with pytest.raises(workdir_lib.WorkdirError, match="cannot be created: .* is a file"):
-    loop.train_and_evaluate(small_config(data_dir), str(path / "run"))
+    loop.train_and_evaluate(small_config(pretraining_data_dir), str(path / "run"))
 
 
 @pytest.mark.skipif(os.getuid() == 0, reason="root may write anywhere")
-def test_a_read_only_workdir_is_refused(tmp_path, data_dir):
+def test_a_read_only_workdir_is_refused(tmp_path, pretraining_data_dir):
   os.chmod(tmp_path, 0o500)
   try:
     with pytest.raises(workdir_lib.WorkdirError, match="is not writable"):
-      loop.train_and_evaluate(small_config(data_dir), str(tmp_path / "run"))
+      loop.train_and_evaluate(small_config(pretraining_data_dir), str(tmp_path / "run"))
   finally:
     os.chmod(tmp_path, 0o700)
 
