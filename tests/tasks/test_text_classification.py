@@ -152,3 +152,44 @@ def test_fine_tune_then_predict_the_shipped_example(tmp_path, capsys):
   accuracy = np.mean([r["prediction"] == r["label"] for r in rows])
   assert printed["accuracy"] == pytest.approx(accuracy) and accuracy > 0.7, printed
   assert json.loads((tmp_path / "pred.metrics.json").read_text())["macro_f1"] > 0.5
+
+
+def test_a_workdir_keeps_the_classes_it_was_trained_for(tmp_path, schema):
+  text_classification.record_schema(str(tmp_path), schema, "train.csv")
+  assert text_classification.read_schema(str(tmp_path)) == schema
+  other = labelled_text.LabelSchema(("billing", "other"), ("text",))
+  with pytest.raises(ValueError, match="records \\['billing', 'delivery', 'technical'\\]"):
+    text_classification.record_schema(str(tmp_path), other, "new.csv")
+
+
+@pytest.mark.slow  # ~25 s more: a second compile
+def test_a_regression_on_sentence_pairs_through_both_commands(tmp_path, capsys):
+  """JSON Lines float labels on (sentence1, sentence2) pairs, TSV validation, CSV predictions."""
+  from lamb_optax.train import loop  # pylint: disable=g-import-not-at-top
+  from lamb_optax.train import predict  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  pairs = [(f"the {a} failed", f"my {b}") for a in ("bill", "box", "app", "login")
+           for b in ("order", "pay", "crash", "mail")]
+  train = "".join(json.dumps({"sentence1": a, "sentence2": b, "label": float(rng.uniform(0, 5))})
+                  + "\n" for a, b in pairs * 2)
+  dev = "id\tsentence1\tsentence2\tlabel\n" + "".join(
+      f"{i}\t{a}\t{b}\t{rng.uniform(0, 5):.2f}\n" for i, (a, b) in enumerate(pairs))
+  files = (_write(tmp_path / "train.jsonl", train), _write(tmp_path / "dev.tsv", dev))
+  config = _config(files, global_batch_size=16, micro_batch_size=2)
+  config.finetune.num_train_epochs = 1.0
+  metrics = loop.train_and_evaluate(config, str(tmp_path / "run"))
+  assert set(metrics) == {"loss", "pearson"} and config.num_train_steps == 2
+  predict.main([f"--workdir={tmp_path / 'run'}", f"--output_file={tmp_path / 'p.csv'}"])
+  scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert scores["mse"] == pytest.approx(metrics["loss"], rel=1e-4)
+  with open(tmp_path / "p.csv", encoding="utf-8") as f:
+    rows = list(csv.DictReader(f))
+  assert [r["id"] for r in rows] == [str(i) for i in range(16)]
+  assert all(np.isfinite(float(r["prediction"])) for r in rows)
+
+
+def test_only_text_classification_reads_other_files(tmp_path):
+  from lamb_optax.train import predict  # pylint: disable=g-import-not-at-top
+  (tmp_path / "config.json").write_text(json.dumps({"task": "glue"}))
+  with pytest.raises(ValueError, match="'glue' task scores its own dev set"):
+    predict.predict(str(tmp_path), input_file="test.csv")
