@@ -38,8 +38,8 @@ Expected (BERT-Large, Devlin et al. Table 1, GLUE test set): MNLI 86.7/85.9, QNL
 import math
 
 from lamb_optax.tasks.glue import canonical_name
+from lamb_optax.train import presets
 from lamb_optax.train.config import default_config
-from lamb_optax.train.config import optional
 
 # Training examples per task (GLUE's train sets, as TFDS glue/* counts them).
 TRAIN_EXAMPLES = {"cola": 8551, "sst2": 67349, "mrpc": 3668, "stsb": 5749, "qnli": 104743,
@@ -54,11 +54,7 @@ def get_config(task: str = "mrpc"):
   config.finetune.glue_task = task
   config.finetune.max_seq_length = 128
   config.model.preset = "base"  # only without init_from; else the source's model
-  config.optimizer.name = "adamw"
-  config.optimizer.kwargs.weight_decay = 0.01
-  config.optimizer.kwargs.eps = 1e-6
-  config.optimizer.kwargs.bias_correction = False
-  config.optimizer.kwargs.max_grad_norm = optional(1.0)  # may be set to None: no clipping
+  presets.bert_finetuning_optimizer(config)
   config.learning_rate = 2e-5
   config.global_batch_size = BATCH
   config.micro_batch_size = 32

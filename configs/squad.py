@@ -40,8 +40,8 @@ and 90.584 for the 76-minute run (configs/bert_large_phase1.py / phase2.py).
 
 import math
 
+from lamb_optax.train import presets
 from lamb_optax.train.config import default_config
-from lamb_optax.train.config import optional
 
 TRAIN_WINDOWS = 88_600  # approximate; see the docstring
 EPOCHS, BATCH, WARMUP = 2, 32, 0.1
@@ -56,11 +56,7 @@ def get_config():
   config.finetune.n_best_size = 20
   config.finetune.max_answer_length = 30
   config.model.preset = "base"  # only without init_from; else the source's model
-  config.optimizer.name = "adamw"
-  config.optimizer.kwargs.weight_decay = 0.01
-  config.optimizer.kwargs.eps = 1e-6
-  config.optimizer.kwargs.bias_correction = False
-  config.optimizer.kwargs.max_grad_norm = optional(1.0)  # may be set to None: no clipping
+  presets.bert_finetuning_optimizer(config)
   config.learning_rate = 3e-5
   config.global_batch_size = BATCH
   config.micro_batch_size = 32

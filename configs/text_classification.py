@@ -35,8 +35,8 @@ From random initialisation some seeds stall in 47 steps (seed 1 at this rate: 0.
 learning-rate table over 3 seeds, AdamW and LAMB, is in docs/finetuning.md.
 """
 
+from lamb_optax.train import presets
 from lamb_optax.train.config import default_config
-from lamb_optax.train.config import optional
 
 
 def get_config():
@@ -48,11 +48,7 @@ def get_config():
   config.finetune.num_train_epochs = 3.0  # sets num_train_steps from the training file's size
   config.finetune.warmup_fraction = 0.1  # sets warmup_steps
   config.model.preset = "base"  # only without init_from; else the source's model
-  config.optimizer.name = "adamw"
-  config.optimizer.kwargs.weight_decay = 0.01
-  config.optimizer.kwargs.eps = 1e-6
-  config.optimizer.kwargs.bias_correction = False
-  config.optimizer.kwargs.max_grad_norm = optional(1.0)  # may be set to None: no clipping
+  presets.bert_finetuning_optimizer(config)
   config.learning_rate = 2e-5
   config.global_batch_size = 32
   config.micro_batch_size = 32

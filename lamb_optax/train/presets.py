@@ -11,6 +11,7 @@ import ml_collections
 
 from lamb_optax import schedules
 from lamb_optax.train.config import default_config
+from lamb_optax.train.config import optional
 
 
 def paper_lamb_phase(preset: str, *, global_batch_size: int, num_train_steps: int,
@@ -84,4 +85,22 @@ def imagenet_config(model: str, preset: str, *, global_batch_size: int, micro_ba
   config.eval_every_steps = max(1, min(num_train_steps, epochs_to_steps(4, global_batch_size)))
   config.checkpoint_every_steps = config.eval_every_steps
   config.eval_batches = 1000  # an upper bound: evaluation stops at the end of the split
+  return config
+
+
+def bert_finetuning_optimizer(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Sets Devlin et al.'s fine-tuning optimizer on ``config`` (the base of ``configs/glue.py``,
+  ``squad.py`` and ``text_classification.py``): google-research/bert ``optimization.py``'s
+  AdamWeightDecayOptimizer — weight decay 0.01, ε 1e-6, no bias correction — after clipping to
+  global norm 1.0 (``--config.optimizer.kwargs.max_grad_norm=None`` turns clipping off).
+
+  >>> config = bert_finetuning_optimizer(default_config())
+  >>> config.optimizer.name, config.optimizer.kwargs.max_grad_norm
+  ('adamw', 1.0)
+  """
+  config.optimizer.name = "adamw"
+  config.optimizer.kwargs.weight_decay = 0.01
+  config.optimizer.kwargs.eps = 1e-6
+  config.optimizer.kwargs.bias_correction = False
+  config.optimizer.kwargs.max_grad_norm = optional(1.0)
   return config
