@@ -2,13 +2,16 @@
 
   python scripts/squad_eval.py dev-v1.1.json predictions.json
 prints {"exact_match": ..., "f1": ...} (percent). predictions.json maps question ids to answer
-text, as `python -m lamb_optax.train.predict --workdir=DIR` writes it.
+text, as `python -m lamb_optax.train.predict --workdir=DIR` writes it. A file of another shape
+(a list, answers that are not text, a data file with repeated question ids) is refused with
+exit code 2 rather than scored as 0.
 """
 
 import argparse
 import json
 import sys
 
+from lamb_optax.data import squad_format
 from lamb_optax.data import squad_metrics
 
 
@@ -17,13 +20,14 @@ def main(argv=None) -> int:
   parser.add_argument("data_file", help="a SQuAD v1.1 JSON file (e.g. dev-v1.1.json)")
   parser.add_argument("prediction_file", help="JSON object: question id -> predicted text")
   args = parser.parse_args(argv)
-  with open(args.data_file, encoding="utf-8") as f:
-    dataset = json.load(f)
-  if not isinstance(dataset, dict) or "data" not in dataset:
-    print(f"{args.data_file} has no 'data' list: not a SQuAD file.", file=sys.stderr)
+  try:
+    dataset = squad_format.load_json(args.data_file)
+    squad_format.check_data(dataset, args.data_file, scoring=True)
+    predictions = squad_format.load_json(args.prediction_file)
+    squad_format.check_predictions(predictions, args.prediction_file)
+  except (OSError, ValueError) as e:
+    print(f"squad_eval: {e}", file=sys.stderr)
     return 2
-  with open(args.prediction_file, encoding="utf-8") as f:
-    predictions = json.load(f)
   print(json.dumps(squad_metrics.evaluate(dataset["data"], predictions)))
   return 0
 

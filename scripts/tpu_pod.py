@@ -50,6 +50,13 @@ REMOTE_DIR = "lamb_optax"  # relative to $HOME on every worker
 LOG_DIR = "lamb_optax_logs"  # relative to $HOME; each worker writes its own log here
 LOG_FILE = f"{LOG_DIR}/train.log"
 PID_FILE = f"{LOG_DIR}/train.pid"
+EXIT_FILE = f"{LOG_DIR}/train.exit"  # the trainer's exit status, written when it ends
+# The trainer's exit statuses after SIGTERM / SIGINT (lamb_optax/train/preemption.py): it saved
+# its last finished step (or, killed by the signal before it could, the last periodic checkpoint
+# remains); either way `run` again resumes.
+RESUMABLE = {143: "SIGTERM", 130: "SIGINT"}
+# Cloud TPU node names: a lowercase letter, then lowercase letters, digits or '-', at most 63.
+_NAME = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 class UsageError(Exception):
@@ -236,7 +243,12 @@ def run_commands(name: str, zone: str, project: str, config_arg: str, workdir: s
                  overrides: Sequence[str] = (), env: Sequence[str] = ()) -> list[list[str]]:
   train = shlex.join(trainer_argv(config_arg, workdir, overrides))
   env_prefix = "".join(f"{shlex.quote(e)} " for e in env)
-  pid, log = PID_FILE, LOG_FILE
+  pid, log, exit_ = PID_FILE, LOG_FILE, EXIT_FILE
+  # A bash wrapper waits for the trainer to record its exit status (`status` and `stop` read it:
+  # 143/130 mean preempted, resumable); the pid file names the trainer itself, which `stop`
+  # signals.
+  wrapper = (f'env {env_prefix}{train} & echo $! > "$HOME/{pid}"; wait $!; '
+             f'echo $? > "$HOME/{exit_}"')
   remote = "; ".join([
       'cd "$HOME"',
       f"mkdir -p {LOG_DIR}",
@@ -244,12 +256,25 @@ def run_commands(name: str, zone: str, project: str, config_arg: str, workdir: s
       f'trainer is already running (pid $(cat {pid})); run stop first" >&2; exit 1; fi',
       f'cd {shlex.quote(REMOTE_DIR)} || {{ echo "$(hostname): no ~/{REMOTE_DIR}; run setup first"'
       " >&2; exit 1; }",
+      f'rm -f "$HOME/{pid}" "$HOME/{exit_}"',
       f'echo "=== $(date -u +%FT%TZ) $(hostname):" {shlex.quote(train)} >> "$HOME/{log}"',
       # `&` ends the nohup command itself, so it is not followed by `;`.
-      f'nohup env {env_prefix}{train} >> "$HOME/{log}" 2>&1 < /dev/null & echo $! > "$HOME/{pid}"',
-      f'echo "$(hostname): started pid $!, log ~/{log}"',
+      f'nohup bash -c {shlex.quote(wrapper)} >> "$HOME/{log}" 2>&1 < /dev/null & '
+      f'for i in $(seq 100); do [ -s "$HOME/{pid}" ] && break; sleep 0.1; done',
+      f'echo "$(hostname): started pid $(cat "$HOME/{pid}"), log ~/{log}"',
   ])
   return [ssh_command(name, zone, project, "all", remote)]
+
+
+def _last_exit() -> str:
+  """Shell: says how the last trainer ended, from its recorded exit status."""
+  resumable = " ".join(f"{code})" f' echo "$(hostname): the trainer was stopped by {sig} (exit '
+                       f'status {code}): preempted, resumable; run again resumes it"; '
+                       f'grep "^Stopped by" {LOG_FILE} | tail -n 1;;' for code, sig in
+                       RESUMABLE.items())
+  return (f'if [ -f {EXIT_FILE} ]; then S="$(cat {EXIT_FILE})"; case "$S" in {resumable} '
+          '0) echo "$(hostname): the trainer finished (exit status 0)";; '
+          '*) echo "$(hostname): the trainer failed (exit status $S); see logs";; esac; fi')
 
 
 def status_commands(name: str, zone: str, project: str, queued: bool = False) -> list[list[str]]:
@@ -258,7 +283,7 @@ def status_commands(name: str, zone: str, project: str, queued: bool = False) ->
       'cd "$HOME"',
       f'if [ -f {PID_FILE} ] && kill -0 "$(cat {PID_FILE})" 2>/dev/null; then echo "$(hostname):'
       f' trainer running (pid $(cat {PID_FILE}))"; else echo "$(hostname): no trainer running";'
-      " fi",
+      f" {_last_exit()}; fi",
       f"tail -n 2 {LOG_FILE} 2>/dev/null || true",
   ])
   return [["gcloud", "compute", "tpus", kind, "describe", name, *_where(zone, project)],
@@ -271,13 +296,19 @@ def logs_commands(name: str, zone: str, project: str, worker: int = 0, lines: in
   return [ssh_command(name, zone, project, str(worker), 'cd "$HOME"; ' + shlex.join(tail))]
 
 
-def stop_commands(name: str, zone: str, project: str, grace_seconds: int = 30) -> list[list[str]]:
+def stop_commands(name: str, zone: str, project: str, grace_seconds: int = 120
+                  ) -> list[list[str]]:
+  """SIGTERM, which the trainer answers by saving its last finished step and exiting 143; SIGKILL
+  if it is still running after ``grace_seconds`` (then the last periodic checkpoint remains)."""
   pid = PID_FILE
   remote = "; ".join([
       'cd "$HOME"',
       f'if [ -f {pid} ] && kill -0 "$(cat {pid})" 2>/dev/null; then P="$(cat {pid})"; kill "$P"; '
       f'for i in $(seq {grace_seconds}); do kill -0 "$P" 2>/dev/null || break; sleep 1; done; '
-      'kill -9 "$P" 2>/dev/null || true; echo "$(hostname): stopped pid $P"; '
+      'if kill -9 "$P" 2>/dev/null; then echo "$(hostname): killed pid $P after '
+      f'{grace_seconds} s without a final save; run again resumes from its last checkpoint"; '
+      'else echo "$(hostname): stopped pid $P"; '
+      f'for i in $(seq 50); do [ -f {EXIT_FILE} ] && break; sleep 0.1; done; {_last_exit()}; fi; '
       'else echo "$(hostname): no trainer running"; fi',
       f"rm -f {pid}",
   ])
@@ -379,8 +410,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--lines", type=int, default=100)
   p.add_argument("--follow", action="store_true")
 
-  p = add("stop", "stop the trainer on every worker (SIGTERM, then SIGKILL)")
-  p.add_argument("--grace-seconds", type=int, default=30)
+  p = add("stop", "stop the trainer on every worker (SIGTERM: it saves its last step and exits "
+          "143; SIGKILL after --grace-seconds)")
+  p.add_argument("--grace-seconds", type=int, default=120,
+                 help="how long the trainer may take to save before SIGKILL (default 120)")
 
   p = add("delete", "delete the slice")
   p.add_argument("--queued", action="store_true", help="delete the queued resource (and its VM)")
@@ -391,6 +424,10 @@ def plan(argv: Sequence[str]) -> tuple[argparse.Namespace, list[list[str]]]:
   """Parses ``argv``, runs every check, and returns the gcloud commands to run."""
   parser = build_parser()
   args, extra = parser.parse_known_args(argv)
+  # gcloud would read a name such as '--zone=x' or '-h' as an option.
+  if not _NAME.fullmatch(args.name):
+    raise UsageError(f"TPU name {args.name!r}: names are 1-63 lowercase letters, digits and '-', "
+                     "starting with a letter and not ending with '-' (e.g. bert-base).")
   overrides = list(extra)
   for o in overrides:
     check_override_syntax(o)
@@ -415,6 +452,9 @@ def plan(argv: Sequence[str]) -> tuple[argparse.Namespace, list[list[str]]]:
         compile_check(args.config, slice_, overrides)
   elif args.command == "logs" and (args.worker < 0 or args.lines < 1):
     raise UsageError("--worker must be >= 0 and --lines >= 1.")
+  elif args.command == "stop" and args.grace_seconds < 0:
+    raise UsageError(f"--grace-seconds={args.grace_seconds}: must be >= 0 (the seconds the "
+                     "trainer gets to save after SIGTERM).")
   project, zone = resolve_where(args)
   name, c = args.name, args.command
   if c == "create":

@@ -336,3 +336,50 @@ def test_check_schedule_names_the_schedule_key(change, match):
   config.update(change)
   with pytest.raises(ValueError, match=match):
     train_config.check_schedule(config)
+
+
+def _decayed(config):
+  """Which leaves of a conv + BatchNorm model the config's optimizer decays (zero gradients)."""
+  config.warmup_steps = 0  # a non-zero rate at the first step
+  tx, _ = recipes.build_optimizer(config)
+  params = {"conv": {"kernel": jnp.ones(2)}, "norm": {"scale": jnp.ones(2), "bias": jnp.ones(2)}}
+  updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+  return {"/".join(str(getattr(k, "key", k)) for k in path): bool(jnp.any(u != 0))
+          for path, u in jax.tree_util.tree_leaves_with_path(updates)}
+
+
+def test_documented_optimizer_argument_can_be_added_from_the_command_line():
+  """configs/imagenet_resnet50_goyal_sgd.py and docs/image_classification.md say
+  --config.optimizer.kwargs.weight_decay_mask=True decays everything; a key the recipe does not
+  set could not be added to optimizer.kwargs from the command line."""
+  goyal = str(CONFIGS / "imagenet_resnet50_goyal_sgd.py")
+  assert _decayed(train_config.load(goyal)) == {
+      "conv/kernel": True, "norm/bias": False, "norm/scale": False}
+  for value in ("True", "true"):
+    config = train_config.load(goyal, [f"--config.optimizer.kwargs.weight_decay_mask={value}"])
+    assert config.optimizer.kwargs.weight_decay_mask is True
+    train_config.lock(config)
+    train_config.check_values(config)
+    assert all(_decayed(config).values())
+  config = train_config.load(str(CONFIGS / "tiny.py"), ["--config.optimizer.kwargs.b2=0.98"])
+  assert config.optimizer.kwargs.to_dict() == {"weight_decay": 0.01, "b2": 0.98}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.optimizer.kwargs.weight_decay_msk=True",
+     "no optimizer takes an argument 'weight_decay_msk'. Did you mean \"weight_decay_mask\""),
+    ("--config.data.max_seq_lenght=64", "no key 'data.max_seq_lenght'. Did you mean "
+                                         "\"max_seq_length\""),
+])
+def test_keys_added_from_the_command_line_must_exist(override, message):
+  with pytest.raises(train_config.ConfigError) as error:
+    train_config.load(str(CONFIGS / "tiny.py"), [override])
+  assert message in str(error.value)
+
+
+def test_lock_suggests_the_key_a_misspelt_one_meant():
+  config = train_config.default_config()
+  config.image.label_smothing = 0.1
+  with pytest.raises(ValueError, match=r"\['image.label_smothing'\].*Did you mean "
+                                       r"\"label_smoothing\""):
+    train_config.lock(config)

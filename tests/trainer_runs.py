@@ -166,3 +166,17 @@ def small_config(data_dir: str, **changes):
       node = node[parent]
     node[leaf] = value
   return config
+
+
+def flip_a_byte(step_dir: str) -> str:
+  """Flips one bit in the middle of a checkpoint step's largest array-data file; returns its
+  path (what a bad disk or a torn copy does, for the checksummed readers to catch)."""
+  files = [os.path.join(d, n) for d, _, names in os.walk(os.path.join(step_dir, "state"))
+           for n in names]
+  path = max(files, key=os.path.getsize)
+  with open(path, "r+b") as f:
+    f.seek(os.path.getsize(path) // 2)
+    byte = f.read(1)
+    f.seek(-1, os.SEEK_CUR)
+    f.write(bytes([byte[0] ^ 0x10]))
+  return path

@@ -2,8 +2,8 @@
 
 Text (files, a TFDS text dataset, or the embedded Python-docs corpus) -> WordPiece ids
 (:mod:`.tokenizer`) -> masked-LM + next-sentence examples (:mod:`.pretraining`) -> a TFDS
-array_record dataset (:mod:`.storage`, :mod:`.corpus`) -> this host's batches (:mod:`.loader`).
-Nothing here imports TensorFlow.
+array_record dataset (:mod:`.storage`, :mod:`.corpus`) -> this host's batches (:mod:`.loader`),
+optionally several examples per row (:mod:`.packing`). Nothing here imports TensorFlow.
 """
 
 from lamb_optax.data.corpus import EMBEDDED_VOCAB_SIZE
@@ -17,6 +17,8 @@ from lamb_optax.data.corpus import tokenize_documents
 from lamb_optax.data.loader import eval_batches
 from lamb_optax.data.loader import shard
 from lamb_optax.data.loader import train_batches
+from lamb_optax.data.packing import PACKED_FEATURES
+from lamb_optax.data.packing import PackingConfig
 from lamb_optax.data.pretraining import FEATURES
 from lamb_optax.data.pretraining import UNMASKED_FEATURES
 from lamb_optax.data.pretraining import ExampleConfig
@@ -53,6 +55,8 @@ __all__ = [
     "FEATURES",
     "InputStats",
     "MaskingConfig",
+    "PACKED_FEATURES",
+    "PackingConfig",
     "PreparedData",
     "PretrainingSource",
     "SPECIAL_TOKENS",

@@ -42,6 +42,8 @@ from typing import Any
 import grain
 import numpy as np
 
+from lamb_optax.data import packing as packing_lib
+
 Batch = dict[str, np.ndarray]
 
 
@@ -78,6 +80,7 @@ def train_batches(source: Any, *, batch_size: int, seed: int, shard_index: int,
                   vocab_size: int | None = None, special: Any = None,
                   continuation: np.ndarray | None = None, num_epochs: int | None = None,
                   transform: Callable[[int, Batch], Batch] | None = None,
+                  packing: packing_lib.PackingConfig | None = None,
                   worker_count: int = 0, prefetch_threads: int = 2,
                   prefetch_buffer: int = 8) -> grain.IterDataset:
   """This host's stream of training batches (``dict`` of numpy arrays, leading dim batch_size).
@@ -96,6 +99,10 @@ def train_batches(source: Any, *, batch_size: int, seed: int, shard_index: int,
     transform: ``(position in the global stream, example) -> example`` (a picklable callable),
       e.g. a data augmentation seeded by the position: new draws every epoch, the same ones
       after a resume and on any number of hosts, as dynamic masking.
+    packing: a ``PackingConfig`` to pack several examples per row (:mod:`.packing`), after
+      masking and ``transform``; ``batch_size`` then counts packed rows. Row ``i`` of the
+      global stream is a pure function of ``i`` as before, so resuming and the host-count
+      independence hold for packed rows too.
     worker_count: Grain worker processes (0 = threads in this process).
     prefetch_threads, prefetch_buffer: Grain's in-process read options.
 
@@ -123,6 +130,8 @@ def train_batches(source: Any, *, batch_size: int, seed: int, shard_index: int,
     ds = ds.map_with_index(_Remask(seed, vocab_size, special, continuation, dynamic_masking))
   if transform is not None:
     ds = ds.map_with_index(transform)
+  if packing is not None:
+    ds = packing_lib.pack_dataset(ds, packing, packing_lib.mean_length(source))
   ds = _host_blocks(ds, batch_size, shard_index, shard_count)  # after shuffling: module docstring
   it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=prefetch_threads,
                                                prefetch_buffer_size=prefetch_buffer))
@@ -158,8 +167,13 @@ def _die_with_parent(parent_pid: int, *worker_args: int) -> None:
   """
   del worker_args  # (worker index, worker count)
   import os  # pylint: disable=g-import-not-at-top
+  import signal  # pylint: disable=g-import-not-at-top
   import threading  # pylint: disable=g-import-not-at-top
   import time  # pylint: disable=g-import-not-at-top
+
+  # Ctrl-C reaches the whole process group; the trainer handles it (saves, then exits 130) and
+  # stops its workers, so a worker's own KeyboardInterrupt would only print a second traceback.
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
 
   def watch():
     while os.getppid() == parent_pid:

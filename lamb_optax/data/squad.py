@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from lamb_optax.data import squad_format
 
 
 @dataclasses.dataclass
@@ -92,13 +93,17 @@ def _example(qas_id, question, context, answers, is_training, stats) -> Example 
   return example
 
 
-def examples_from_json(dataset: Any, is_training: bool,
-                       stats: ReadStats | None = None) -> list[Example]:
-  """Examples of a parsed SQuAD v1.1 JSON file (the dict with its ``data`` list)."""
+def examples_from_json(dataset: Any, is_training: bool, stats: ReadStats | None = None,
+                       source: str = "The SQuAD data") -> list[Example]:
+  """Examples of a parsed SQuAD v1.1 JSON file (the dict with its ``data`` list).
+
+  Raises:
+    ValueError: naming ``source`` and the position (``data[i].paragraphs[j].qas[k]``) of a
+      structural problem, or a question id that appears twice
+      (:func:`lamb_optax.data.squad_format.check_data`).
+  """
   stats = stats if stats is not None else ReadStats()
-  if not isinstance(dataset, Mapping) or not isinstance(dataset.get("data"), list):
-    raise ValueError("Not a SQuAD file: no 'data' list at the top level. Pass the official "
-                     "train-v1.1.json / dev-v1.1.json ({'version': ..., 'data': [...]}).")
+  squad_format.check_data(dataset, source)
   examples = []
   for article in dataset["data"]:
     for paragraph in article["paragraphs"]:
@@ -114,24 +119,27 @@ def examples_from_json(dataset: Any, is_training: bool,
 def read_examples(path: str, is_training: bool,
                   stats: ReadStats | None = None) -> list[Example]:
   """Examples of an official SQuAD v1.1 JSON file (see :func:`examples_from_json`)."""
-  with open(path, encoding="utf-8") as f:
-    return examples_from_json(json.load(f), is_training, stats)
+  return examples_from_json(squad_format.load_json(path), is_training, stats, source=path)
 
 
 def examples_from_tfds(rows: Iterable[Mapping], is_training: bool,
-                       stats: ReadStats | None = None) -> list[Example]:
-  """Examples of TFDS ``squad/v1.1`` rows (id, question, context, answers{text, answer_start})."""
+                       stats: ReadStats | None = None,
+                       source: str = "TFDS squad/v1.1") -> list[Example]:
+  """Examples of TFDS ``squad/v1.1`` rows (id, question, context, answers{text, answer_start});
+  a question id that appears twice is refused, naming ``source`` and the rows."""
   stats = stats if stats is not None else ReadStats()
   decode = lambda v: v.decode("utf-8") if isinstance(v, bytes) else str(v)
-  examples = []
+  examples, ids = [], []
   for row in rows:
     stats.questions += 1
+    ids.append(decode(row["id"]))
     answers = [{"text": decode(t), "answer_start": int(s)}
                for t, s in zip(row["answers"]["text"], row["answers"]["answer_start"], strict=True)]
     example = _example(decode(row["id"]), decode(row["question"]), decode(row["context"]),
                        answers, is_training, stats)
     if example is not None:
       examples.append(example)
+  squad_format.check_unique_ids(ids, source)
   return examples
 
 

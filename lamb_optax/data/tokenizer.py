@@ -116,6 +116,38 @@ def read_vocab(vocab_file: str | os.PathLike) -> dict[str, int]:
   return vocab
 
 
+def check_vocab_fits(vocab_file: str | os.PathLike, vocab_size: int, model: str) -> None:
+  """Refuses a vocabulary with more ids than ``model``'s embedding table has rows.
+
+  A token past the table is embedded as NaN, so every loss would be NaN and every step skipped.
+  Fewer ids than rows is fine: some checkpoints pad ``vocab_size`` to a round number.
+  """
+  vocab = read_vocab(vocab_file)
+  ids = max(vocab.values()) + 1 if vocab else 0
+  if ids > vocab_size:
+    raise ValueError(
+        f"The vocabulary {os.fspath(vocab_file)!r} has {ids:,} tokens, but {model} has "
+        f"vocab_size={vocab_size:,}: tokens {vocab_size:,} and up have no embedding and would "
+        "make every loss NaN. Use the vocab.txt the checkpoint was trained with "
+        "(finetune.vocab_file), or fix vocab_size if the checkpoint's embeddings are larger.")
+
+
+def parse_do_lower_case(value: object, source: str) -> bool:
+  """``do_lower_case`` as a Hugging Face ``tokenizer_config.json`` holds it: a JSON boolean, or
+  the strings "true"/"false" that some hand-written files use (``bool("false")`` is True).
+
+  >>> parse_do_lower_case("False", "tokenizer_config.json"), parse_do_lower_case(True, "t")
+  (False, True)
+  """
+  if isinstance(value, bool):
+    return value
+  if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+    return value.strip().lower() == "true"
+  raise ValueError(f"{source}: do_lower_case is {value!r}; it must be true or false (true for "
+                   "an uncased vocabulary, false for a cased one). Fix the file, or delete the "
+                   "key and set finetune.do_lower_case.")
+
+
 def load_wordpiece(vocab_file: str | os.PathLike,
                    do_lower_case: bool = True) -> tokenizers.Tokenizer:
   """Loads a standard BERT `vocab.txt` as a WordPiece tokenizer with BERT's splitting rules.

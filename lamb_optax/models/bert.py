@@ -35,8 +35,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
 from lamb_optax.masks import path_to_str
+from lamb_optax.models import attention
 from lamb_optax.models.bert_config import BertConfig
 from lamb_optax.models.bert_config import flops_per_token
 from lamb_optax.models.dropout import dropout as _dropout
@@ -54,10 +56,13 @@ __all__ = [
 # Where the scanned layers live in the parameter tree; their leaves have a leading layer axis.
 STACKED_LAYERS_PATH = "bert/encoder/layers"
 
+ATTENTION_CONTEXT = "attention_context"
 _REMAT_POLICIES = {
     "none": jax.checkpoint_policies.everything_saveable,
     "full": jax.checkpoint_policies.nothing_saveable,
-    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "dots": jax.checkpoint_policies.save_from_both_policies(
+        jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+        jax.checkpoint_policies.save_only_these_names(ATTENTION_CONTEXT)),
 }
 # Ops that take one layer out of the stacked tensors: never saved for the backward pass, which
 # takes the layer again (saving them would copy every layer's weights into a residual stack).
@@ -153,11 +158,16 @@ class BertEmbeddings(nnx.Module):
     self.token_type_embeddings = embed(config.type_vocab_size, (None, "embed"))
     self.norm = _layer_norm(config, rngs)
 
-  def __call__(self, input_ids, token_type_ids, dropout_rng=None) -> jax.Array:
-    positions = jnp.arange(input_ids.shape[1])
+  def __call__(self, input_ids, token_type_ids, dropout_rng=None, position_ids=None) -> jax.Array:
+    """``position_ids`` (batch, length): each token's position; default 0, 1, ... per row
+    (packed rows restart it at every example)."""
+    if position_ids is None:
+      positions = self.position_embeddings(jnp.arange(input_ids.shape[1]))[None]
+    else:
+      positions = self.position_embeddings(position_ids)
     x = (
         self.word_embeddings(input_ids)
-        + self.position_embeddings(positions)[None]
+        + positions
         + self.token_type_embeddings(token_type_ids)
     )
     x = _dropout(self.norm(x), self.config.hidden_dropout, dropout_rng)
@@ -181,20 +191,26 @@ class BertSelfAttention(nnx.Module):
         config, heads, config.hidden_size, ("heads", "kv"), ("embed",), rngs, axis=(-2, -1)
     )
 
-  def __call__(self, x, attention_mask, dropout_rng=None, queries=None) -> jax.Array:
-    """Attends from ``queries`` (default: every token of ``x``) to all tokens of ``x``."""
+  def __call__(self, x, attention_mask, dropout_rng=None, queries=None,
+               query_mask=None) -> jax.Array:
+    """Attends from ``queries`` (default: every token of ``x``) to all tokens of ``x``.
+
+    ``attention_mask`` (batch, length) is bool or segment numbers (see
+    :mod:`lamb_optax.models.attention`); ``query_mask`` is the queries' (default: the same).
+    """
     head_axes = ("batch", "length", "heads", "kv")
     q = constrain(self.query(x if queries is None else queries), head_axes)
     k = constrain(self.key(x), head_axes)
     v = constrain(self.value(x), head_axes)
     # Scores and softmax in float32 even when computing in bfloat16.
-    logits = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)
-    logits = logits * (self.config.head_dim ** -0.5)
-    logits = jnp.where(attention_mask[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(logits, axis=-1)
-    probs = _dropout(probs, self.config.attention_dropout, dropout_rng).astype(v.dtype)
-    context = constrain(jnp.einsum("bnqk,bknd->bqnd", probs, v), head_axes)
-    return self.output(context)
+    context = attention.dot_product_attention(
+        q, k, v, attention_mask, query_mask=query_mask, rate=self.config.attention_dropout,
+        dropout_rng=dropout_rng, implementation=self.config.attention)
+    if self.config.attention != "xla":
+      # Saved by the "dots" remat policy like a matmul's output: recomputing it would run the
+      # forward kernel again in the backward pass.
+      context = checkpoint_name(context, ATTENTION_CONTEXT)
+    return self.output(constrain(context, head_axes))
 
 
 class BertLayer(nnx.Module):
@@ -213,8 +229,11 @@ class BertLayer(nnx.Module):
     """The block's output at every token, or only at ``positions`` (batch, n) if given."""
     rate = self.config.hidden_dropout
     attention_key, attention_out_key, mlp_out_key = _split(dropout_rng, 3)
-    queries = None if positions is None else _gather(x, positions)
-    attended = self.attention(x, attention_mask, attention_key, queries)
+    queries = query_mask = None
+    if positions is not None:
+      queries = _gather(x, positions)
+      query_mask = _gather(attention_mask[:, :, None], positions)[:, :, 0]
+    attended = self.attention(x, attention_mask, attention_key, queries, query_mask)
     residual = x if queries is None else queries
     x = self.attention_norm(residual + _dropout(attended, rate, attention_out_key))
     hidden = constrain(_activation(self.config, self.intermediate(x)), ("batch", "length", "mlp"))
@@ -283,10 +302,16 @@ class BertModel(nnx.Module):
     self.pooler = _dense(config, h, h, ("embed",), (None,), rngs)
 
   def __call__(self, input_ids, token_type_ids, attention_mask, dropout_rng=None,
-               last_layer_positions=None) -> jax.Array:
+               last_layer_positions=None, position_ids=None) -> jax.Array:
+    """``attention_mask``: 1 for real tokens, 0 for padding; with ``position_ids`` (packed
+    rows) the example number of each token, 1..k, 0 for padding, and a token attends only
+    within its own example (:mod:`lamb_optax.models.attention`)."""
     embed_key, encoder_key = _split(dropout_rng, 2)
-    x = self.embeddings(input_ids, token_type_ids, embed_key)
-    return self.encoder(x, attention_mask.astype(bool), encoder_key, last_layer_positions)
+    x = self.embeddings(input_ids, token_type_ids, embed_key, position_ids)
+    # A boolean mask lets the attention share one key mask between all queries; segment
+    # numbers need the per-query comparison.
+    mask = attention_mask.astype(bool if position_ids is None else jnp.int32)
+    return self.encoder(x, mask, encoder_key, last_layer_positions)
 
   def pool(self, hidden: jax.Array) -> jax.Array:
     """tanh(dense(hidden state of [CLS])), the sequence summary the NSP head classifies."""
@@ -330,15 +355,18 @@ class BertForPreTraining(nnx.Module):
       attention_mask: jax.Array | None = None,
       *,
       dropout_rng: jax.Array | None = None,
+      position_ids: jax.Array | None = None,
   ) -> jax.Array:
     """Last hidden state (batch, length, hidden) in ``config.dtype``.
 
     ``token_type_ids`` default to 0 and ``attention_mask`` (1 = real token) to all ones.
-    Dropout is applied iff ``dropout_rng`` is given.
+    Packed rows (:mod:`lamb_optax.data.packing`) pass ``position_ids`` and example numbers
+    as ``attention_mask``. Dropout is applied iff ``dropout_rng`` is given.
     """
     input_ids, token_type_ids, attention_mask = encoder_inputs(
-        self.config, input_ids, token_type_ids, attention_mask)
-    return self.bert(input_ids, token_type_ids, attention_mask, dropout_rng)
+        self.config, input_ids, token_type_ids, attention_mask, position_ids)
+    return self.bert(input_ids, token_type_ids, attention_mask, dropout_rng,
+                     position_ids=position_ids)
 
   def mlm_logits(self, hidden: jax.Array, positions: jax.Array | None = None) -> jax.Array:
     """Float32 vocabulary logits at ``positions`` (batch, predictions), or at every position."""
@@ -349,6 +377,10 @@ class BertForPreTraining(nnx.Module):
   def nsp_logits(self, hidden: jax.Array) -> jax.Array:
     """Float32 next-sentence logits (batch, 2); class 0 = "B follows A", as Google and HF."""
     return self.nsp(self.bert.pool(hidden)).astype(jnp.float32)
+
+  def _nsp_logits_at_cls(self, cls_hidden: jax.Array) -> jax.Array:
+    """NSP logits (batch, k, 2) from hidden states at [CLS] tokens (batch, k, hidden)."""
+    return self.nsp(jnp.tanh(self.bert.pooler(cls_hidden))).astype(jnp.float32)
 
   def __call__(
       self, input_ids, token_type_ids=None, attention_mask=None, masked_lm_positions=None, *,
@@ -367,16 +399,28 @@ class BertForPreTraining(nnx.Module):
     but cheaper: the last layer runs only at [CLS] and the masked positions (see
     ``BertEncoder``). With dropout the masks differ from the full computation's (they have
     other shapes), with the same distribution.
+
+    A packed batch (with ``next_sentence_positions``, :mod:`lamb_optax.data.packing`) gives
+    NSP logits (batch, examples per row, 2), one per packed example, from its own [CLS].
     """
     validate_batch(batch, self.config)  # includes encode()'s input checks
     positions = jnp.asarray(batch["masked_lm_positions"], jnp.int32)
-    cls_and_masked = jnp.concatenate([jnp.zeros_like(positions[:, :1]), positions], axis=1)
+    packed = "next_sentence_positions" in batch
+    if packed:
+      cls = jnp.asarray(batch["next_sentence_positions"], jnp.int32)
+    else:
+      cls = jnp.zeros_like(positions[:, :1])
     selected = self.bert(
         jnp.asarray(batch["input_ids"]), batch["segment_ids"], batch["input_mask"], dropout_rng,
-        last_layer_positions=cls_and_masked,
+        last_layer_positions=jnp.concatenate([cls, positions], axis=1),
+        position_ids=batch["position_ids"] if packed else None,
     )
     word_embeddings = self.bert.embeddings.word_embeddings.embedding[...]
-    return self.mlm(selected[:, 1:], word_embeddings), self.nsp_logits(selected)
+    num_cls = cls.shape[1]
+    mlm_logits = self.mlm(selected[:, num_cls:], word_embeddings)
+    if packed:
+      return mlm_logits, self._nsp_logits_at_cls(selected[:, :num_cls])
+    return mlm_logits, self.nsp_logits(selected)
 
   def pretraining_loss(
       self, batch: Mapping[str, jax.Array], *, dropout_rng: jax.Array | None = None
@@ -392,7 +436,8 @@ class BertForPreTraining(nnx.Module):
     mlm_loss, mlm_accuracy, mlm_weight = masked_lm_loss(
         mlm_logits, batch["masked_lm_ids"], batch["masked_lm_weights"]
     )
-    nsp_loss, nsp_accuracy = next_sentence_loss(nsp_logits, batch["next_sentence_labels"])
+    nsp_loss, nsp_accuracy = next_sentence_loss(nsp_logits, batch["next_sentence_labels"],
+                                                batch.get("next_sentence_weights"))
     loss = mlm_loss + nsp_loss
     metrics = dict(
         loss=loss, mlm_loss=mlm_loss, nsp_loss=nsp_loss, mlm_accuracy=mlm_accuracy,
@@ -415,13 +460,21 @@ def masked_lm_sums(logits, label_ids, weights) -> dict[str, jax.Array]:
           "mlm_correct": jnp.sum(weights * correct), "mlm_weight": jnp.sum(weights)}
 
 
-def next_sentence_sums(logits, labels) -> dict[str, jax.Array]:
-  """Summed NSP cross-entropy, hits and example count; labels (batch,) or (batch, 1)."""
+def next_sentence_sums(logits, labels, weights=None) -> dict[str, jax.Array]:
+  """Summed NSP cross-entropy, hits and example count; labels (batch,) or (batch, 1).
+
+  Packed rows: logits (batch, k, 2), labels and ``weights`` (batch, k), weight 0 for an empty
+  slot; the count is then the sum of the weights (the examples), not the rows.
+  """
   labels = labels.reshape(-1).astype(jnp.int32)
+  logits = logits.reshape(labels.shape[0], -1)
+  weights = (jnp.ones(labels.shape, jnp.float32) if weights is None
+             else weights.reshape(-1).astype(jnp.float32))
   log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
-  return {"nsp_loss_sum": -jnp.sum(jnp.take_along_axis(log_probs, labels[:, None], axis=-1)),
-          "nsp_correct": jnp.sum(correct), "nsp_count": jnp.asarray(labels.shape[0], jnp.float32)}
+  label_log_probs = jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
+  return {"nsp_loss_sum": -jnp.sum(weights * label_log_probs),
+          "nsp_correct": jnp.sum(weights * correct), "nsp_count": jnp.sum(weights)}
 
 
 def masked_lm_loss(logits, label_ids, weights) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -435,9 +488,10 @@ def masked_lm_loss(logits, label_ids, weights) -> tuple[jax.Array, jax.Array, ja
   return sums["mlm_loss_sum"] / denominator, sums["mlm_correct"] / denominator, sums["mlm_weight"]
 
 
-def next_sentence_loss(logits, labels) -> tuple[jax.Array, jax.Array]:
-  """(mean cross-entropy, accuracy) of the NSP classifier; labels (batch,) or (batch, 1)."""
-  sums = next_sentence_sums(logits, labels)
+def next_sentence_loss(logits, labels, weights=None) -> tuple[jax.Array, jax.Array]:
+  """(mean cross-entropy, accuracy) of the NSP classifier; labels (batch,) or (batch, 1), or
+  packed (see :func:`next_sentence_sums`)."""
+  sums = next_sentence_sums(logits, labels, weights)
   return sums["nsp_loss_sum"] / sums["nsp_count"], sums["nsp_correct"] / sums["nsp_count"]
 
 

@@ -13,6 +13,7 @@ from lamb_optax.models import config_presets
 # GELU of Google's BERT; "gelu_new"/"gelu_pytorch_tanh" the tanh approximation.
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh")
 REMAT_POLICIES = ("none", "full", "dots")
+ATTENTION_IMPLEMENTATIONS = ("xla", "pallas")  # lamb_optax.models.attention.IMPLEMENTATIONS
 
 # (hidden, layers, heads, intermediate): BERT-Tiny/Mini are Google's small BERTs (Turc et al.,
 # 2019, "Well-Read Students Learn Better"); Base and Large are Devlin et al. (2019).
@@ -36,7 +37,10 @@ class BertConfig:
   default, and what TPU pod configs want); False unrolls them into straight-line code, which
   saves the scan's stacked residual buffers (faster on CPU, ~10% for BERT-Base) at the cost of a
   compile time that grows with depth. Parameters are stacked per layer either way, so
-  checkpoints do not depend on it.
+  checkpoints do not depend on it. ``attention`` chooses the attention's implementation
+  (:mod:`lamb_optax.models.attention`): ``"xla"`` (the scores in HBM; the default) or
+  ``"pallas"`` (one fused TPU kernel per head, with dropout; Pallas' interpreter off a TPU). Both
+  give the same dropout masks, and the same values up to rounding.
 
   >>> BertConfig.preset("large").num_layers
   24
@@ -64,6 +68,7 @@ class BertConfig:
   param_dtype: str = "float32"
   remat: str = "none"
   scan_layers: bool = True
+  attention: str = "xla"
 
   def __post_init__(self):
     for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
@@ -86,6 +91,9 @@ class BertConfig:
           f"BertConfig.hidden_act must be one of {ACTIVATIONS}, got {self.hidden_act!r}.")
     if self.remat not in REMAT_POLICIES:
       raise ValueError(f"BertConfig.remat must be one of {REMAT_POLICIES}, got {self.remat!r}.")
+    if self.attention not in ATTENTION_IMPLEMENTATIONS:
+      raise ValueError(f"BertConfig.attention must be one of {ATTENTION_IMPLEMENTATIONS}, "
+                       f"got {self.attention!r}.")
     if not isinstance(self.scan_layers, bool):
       raise ValueError(f"BertConfig.scan_layers must be True or False, got {self.scan_layers!r}.")
     if not self.layer_norm_eps > 0 or not self.initializer_range > 0:

@@ -14,6 +14,12 @@ feature                           shape           dtype    meaning
 ``next_sentence_labels``          (B,) or (B, 1)  int32    0 = B follows A, 1 = B is random
 ================================  ==============  =======  =======================================
 
+A *packed* batch (:mod:`lamb_optax.data.packing`: up to K examples per row) has the same
+features with ``input_mask`` holding each token's example number (1..K, 0 for padding) and the
+masked positions of all its examples, plus ``position_ids`` (B, S) restarting at every example,
+and per example ``next_sentence_positions`` (its [CLS]), ``next_sentence_labels`` and
+``next_sentence_weights`` (1 = an example, 0 = an empty slot), each (B, K).
+
 Shapes are checked whenever the model is traced; values (ids inside the vocabulary, positions
 inside the sequence) only on concrete arrays, since a jitted program cannot raise. Call
 :func:`validate_batch` on host batches (e.g. the first one) to catch bad data early.
@@ -34,6 +40,7 @@ from lamb_optax.models.bert_config import default_max_predictions_per_seq
 SEQUENCE_FEATURES = ("input_ids", "input_mask", "segment_ids")
 PREDICTION_FEATURES = ("masked_lm_positions", "masked_lm_ids", "masked_lm_weights")
 FEATURES = SEQUENCE_FEATURES + PREDICTION_FEATURES + ("next_sentence_labels",)
+PACKED_ONLY_FEATURES = ("position_ids", "next_sentence_positions", "next_sentence_weights")
 
 
 def _concrete(x: Any) -> bool:
@@ -57,13 +64,13 @@ def _check_range(name: str, x: Any, upper: int, what: str, fix: str) -> None:
 
 
 def check_encoder_inputs(config: BertConfig, input_ids, token_type_ids=None,
-                         attention_mask=None) -> None:
+                         attention_mask=None, position_ids=None) -> None:
   """Checks the encoder's inputs: shapes always, id ranges when the arrays are concrete."""
   shape = np.shape(input_ids)
   if len(shape) != 2:
     raise ValueError(f"input_ids must be (batch, length), got shape {shape}.")
   for name, x in (("token_type_ids/segment_ids", token_type_ids),
-                  ("attention_mask/input_mask", attention_mask)):
+                  ("attention_mask/input_mask", attention_mask), ("position_ids", position_ids)):
     if x is not None and np.shape(x) != shape:
       raise ValueError(f"{name} has shape {np.shape(x)}, but input_ids has {shape}.")
   if shape[1] > config.max_position_embeddings:
@@ -85,10 +92,15 @@ def check_encoder_inputs(config: BertConfig, input_ids, token_type_ids=None,
       "token_type_ids/segment_ids", token_type_ids, config.type_vocab_size,
       f"type_vocab_size is {config.type_vocab_size}", "Use 0 for sentence A and 1 for sentence B.",
   )
+  _check_range(
+      "position_ids", position_ids, config.max_position_embeddings,
+      f"max_position_embeddings is {config.max_position_embeddings}",
+      "Positions count from 0 within each (packed) example.",
+  )
 
 
-def encoder_inputs(config: BertConfig, input_ids, token_type_ids=None, attention_mask=None
-                   ) -> tuple[jax.Array, jax.Array, jax.Array]:
+def encoder_inputs(config: BertConfig, input_ids, token_type_ids=None, attention_mask=None,
+                   position_ids=None) -> tuple[jax.Array, jax.Array, jax.Array]:
   """The encoder's inputs, checked (:func:`check_encoder_inputs`), as arrays, with the defaults
   filled in: ``token_type_ids`` 0 (all sentence A), ``attention_mask`` 1 (every token real).
 
@@ -96,7 +108,7 @@ def encoder_inputs(config: BertConfig, input_ids, token_type_ids=None, attention
   >>> types.tolist(), mask.tolist()
   ([[0, 0, 0]], [[1, 1, 1]])
   """
-  check_encoder_inputs(config, input_ids, token_type_ids, attention_mask)
+  check_encoder_inputs(config, input_ids, token_type_ids, attention_mask, position_ids)
   input_ids = jnp.asarray(input_ids)
   if token_type_ids is None:
     token_type_ids = jnp.zeros_like(input_ids)
@@ -121,7 +133,13 @@ def validate_batch(batch: Mapping[str, Any], config: BertConfig) -> None:
         f"Batch lacks features {missing} (has {sorted(batch)}). A pretraining batch needs "
         f"{list(FEATURES)}, as Google's create_pretraining_data.py writes them."
     )
-  check_encoder_inputs(config, batch["input_ids"], batch["segment_ids"], batch["input_mask"])
+  packed = [name for name in PACKED_ONLY_FEATURES if name in batch]
+  if packed and len(packed) != len(PACKED_ONLY_FEATURES):
+    raise ValueError(
+        f"Batch has {packed} but not {sorted(set(PACKED_ONLY_FEATURES) - set(packed))}: a packed "
+        f"batch (lamb_optax.data.packing) needs all of {list(PACKED_ONLY_FEATURES)}.")
+  check_encoder_inputs(config, batch["input_ids"], batch["segment_ids"], batch["input_mask"],
+                       batch.get("position_ids"))
   batch_size, max_seq_length = np.shape(batch["input_ids"])
   predictions = np.shape(batch["masked_lm_positions"])
   if len(predictions) != 2 or predictions[0] != batch_size:
@@ -134,7 +152,9 @@ def validate_batch(batch: Mapping[str, Any], config: BertConfig) -> None:
           f"{name} has shape {np.shape(batch[name])}, but masked_lm_positions has {predictions}."
       )
   labels_shape = np.shape(batch["next_sentence_labels"])
-  if labels_shape not in ((batch_size,), (batch_size, 1)):
+  if packed:
+    _validate_packed(batch, batch_size, max_seq_length)
+  elif labels_shape not in ((batch_size,), (batch_size, 1)):
     raise ValueError(
         f"next_sentence_labels must be ({batch_size},) or ({batch_size}, 1), got {labels_shape}."
     )
@@ -149,6 +169,27 @@ def validate_batch(batch: Mapping[str, Any], config: BertConfig) -> None:
   _check_range(
       "next_sentence_labels", batch["next_sentence_labels"], 2, "labels are 0 or 1",
       "Use 0 when B follows A and 1 when B is random.",
+  )
+
+
+def _validate_packed(batch: Mapping[str, Any], batch_size: int, max_seq_length: int) -> None:
+  """The per-example NSP features of a packed batch: (batch, K) each, [CLS] inside the row."""
+  slots = np.shape(batch["next_sentence_positions"])
+  if len(slots) != 2 or slots[0] != batch_size:
+    raise ValueError(f"next_sentence_positions must be (batch={batch_size}, examples per row), "
+                     f"got {slots}.")
+  for name in ("next_sentence_labels", "next_sentence_weights"):
+    if np.shape(batch[name]) != slots:
+      raise ValueError(f"In a packed batch {name} is one entry per example slot, shape {slots} "
+                       f"like next_sentence_positions, got {np.shape(batch[name])}.")
+  _check_range(
+      "next_sentence_positions", batch["next_sentence_positions"], max_seq_length,
+      f"the sequence length is {max_seq_length}", "Each is the row position of an example's [CLS].",
+  )
+  _check_range(
+      "attention_mask/input_mask", batch["input_mask"], slots[1] + 1,
+      f"a packed row holds at most {slots[1]} examples",
+      "In a packed row input_mask is each token's example number, 1..K, 0 for padding.",
   )
 
 

@@ -64,6 +64,16 @@ def masking_config(config: ml_collections.ConfigDict) -> data_lib.MaskingConfig:
       whole_word_mask=config.data.whole_word_mask)
 
 
+def packing_config(config: ml_collections.ConfigDict) -> data_lib.PackingConfig | None:
+  """How training rows are packed (``data.pack_sequences``), or None for one example a row."""
+  d = config.data
+  if not d.pack_sequences:
+    return None
+  return data_lib.PackingConfig(
+      max_seq_length=d.max_seq_length, max_predictions_per_seq=d.max_predictions_per_seq,
+      max_examples_per_row=d.max_examples_per_row, window_rows=d.pack_window_rows)
+
+
 def locate(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, str]:
   """``(dataset directory or TFDS name, vocab file or "")`` of a run; builds the embedded corpus
   on first use."""
@@ -90,6 +100,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> Datasets:
   """Finds (or, for the embedded corpus, builds) the run's data; fails before any compile."""
   d = config.data
   masking = masking_config(config)
+  packing_config(config)  # its errors before any data is built
   directory, vocab_file = locate(config, workdir)
   train = data_lib.load_pretraining_dataset(directory, d.train_split)
   held_out = data_lib.load_pretraining_dataset(directory, d.eval_split)
@@ -178,12 +189,21 @@ class BertPretraining:
     # The model's cheap path: the last layer runs only at [CLS] and the masked positions.
     mlm_logits, nsp_logits = self.model(params).pretraining_logits(batch, dropout_rng=dropout_rng)
     return {**bert.masked_lm_sums(mlm_logits, batch["masked_lm_ids"], batch["masked_lm_weights"]),
-            **bert.next_sentence_sums(nsp_logits, batch["next_sentence_labels"])}
+            **bert.next_sentence_sums(nsp_logits, batch["next_sentence_labels"],
+                                      batch.get("next_sentence_weights")),
+            # Tokens that are not padding, for the useful-token rates beside MFU.
+            "real_tokens": jnp.sum(batch["input_mask"] != 0).astype(jnp.float32),
+            "token_slots": jnp.asarray(batch["input_mask"].size, jnp.float32)}
 
   def normalizers(self, batch) -> dict[str, jax.Array]:
-    """Denominators of the global batch's mean losses (Google adds 1e-5 to the MLM weight)."""
+    """Denominators of the global batch's mean losses (Google adds 1e-5 to the MLM weight);
+    NSP averages over examples: rows, or the packed examples of every row."""
+    if "next_sentence_weights" in batch:
+      examples = jnp.sum(batch["next_sentence_weights"].astype(jnp.float32))
+    else:
+      examples = jnp.asarray(batch["next_sentence_labels"].shape[0], jnp.float32)
     return {"mlm": jnp.sum(batch["masked_lm_weights"].astype(jnp.float32)) + 1e-5,
-            "nsp": jnp.asarray(batch["next_sentence_labels"].shape[0], jnp.float32)}
+            "nsp": examples}
 
   def objective(self, params, batch, dropout_rng, normalizers):
     sums = self._sums(params, batch, dropout_rng)
@@ -204,16 +224,27 @@ class BertPretraining:
       out["nsp_accuracy"] = s["nsp_correct"] / s["nsp_count"]
     if out:
       out["loss"] = out.get("mlm_loss", 0.0) + out.get("nsp_loss", 0.0)
+    if s.get("token_slots"):
+      out["useful_token_fraction"] = s["real_tokens"] / s["token_slots"]
     return out
 
   def tokens_per_example(self) -> int:
     return self.config.data.max_seq_length
 
   def flops_per_example(self) -> float:
+    """Per row; a packed row's MLM head runs at its wider prediction slots (its last layer at
+    k [CLS] positions, not 1: (k-1)/seq of one layer more, left out)."""
     seq = self.config.data.max_seq_length
-    return flops_per_token(self.bert_config, seq, self.config.data.max_predictions_per_seq) * seq
+    packing = packing_config(self.config)
+    predictions = (self.config.data.max_predictions_per_seq if packing is None
+                   else packing.max_predictions_per_row)
+    return flops_per_token(self.bert_config, seq, predictions) * seq
 
   def batch_spec(self) -> dict[str, jax.ShapeDtypeStruct]:
+    packing = packing_config(self.config)
+    if packing is not None:
+      row = data_lib.packing.empty_row(packing)
+      return {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in row.items()}
     seq, preds = self.config.data.max_seq_length, self.config.data.max_predictions_per_seq
     spec = {name: ((seq,), np.int32) for name in ("input_ids", "input_mask", "segment_ids")}
     spec.update({name: ((preds,), np.int32) for name in ("masked_lm_positions", "masked_lm_ids")})
@@ -233,6 +264,7 @@ class BertPretraining:
         vocab_size=d.vocab_size if dynamic else None,
         special=d.special if dynamic else None,
         continuation=d.continuation if dynamic else None,
+        packing=packing_config(self.config),
         worker_count=self.config.data.worker_count)
     return iter(dataset)
 

@@ -10,7 +10,11 @@
 * empty: a random encoder of ``config.model`` with ``config.finetune.vocab_file`` (default: the
   embedded Python-docs vocabulary): the baseline a pretrained encoder must beat.
 
-The trainer calls the task's :meth:`FinetuneTask.params_from` with ``init_from``.
+The trainer calls the task's :meth:`FinetuneTask.params_from` with ``init_from``. At a run's
+first start it also copies what the run needs from the source into ``<workdir>/init_from/``
+(:data:`RECORD_FILE`: kind, path, model config, lower-casing, a fingerprint of the weights; the
+vocabulary): resuming and predicting read these copies (:func:`recorded_source`), so the run no
+longer depends on where, or whether, its source still is (``lamb_optax/train/sources.py``).
 
 Data is small enough to hold in memory (GLUE's largest train set, MNLI, is 393k pairs of 128
 ids): numpy arrays behind :class:`ArraySource`, read by the same Grain loader as pretraining, so
@@ -35,6 +39,7 @@ from flax import nnx
 from lamb_optax import data as data_lib
 from lamb_optax import sharding
 from lamb_optax.data import corpus
+from lamb_optax.data import tokenizer as tokenizer_lib
 from lamb_optax.models import bert
 from lamb_optax.models import hf
 from lamb_optax.models.bert_config import BertConfig
@@ -44,6 +49,10 @@ from lamb_optax.tasks.base import require_data
 PyTree = Any
 _log = logging.getLogger(__name__)
 _HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+# A run's copies of its init_from source: <workdir>/RECORD_DIR/{RECORD_FILE, RECORD_VOCAB}.
+RECORD_DIR = "init_from"
+RECORD_FILE = "source.json"
+RECORD_VOCAB = "vocab.txt"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -88,6 +97,8 @@ def resolve_encoder(config: ml_collections.ConfigDict) -> EncoderSource:
     from lamb_optax.tasks import bert_pretraining  # pylint: disable=g-import-not-at-top
     return EncoderSource("random", "", bert_pretraining.model_config(config, vocab_size),
                          vocab_file, config.finetune.do_lower_case)
+  if os.path.isfile(os.path.join(source, RECORD_FILE)):
+    return _recorded_encoder(source, numerics)
   if _is_workdir(source):
     return _workdir_encoder(source, numerics)
   if _is_huggingface(source):
@@ -98,6 +109,27 @@ def resolve_encoder(config: ml_collections.ConfigDict) -> EncoderSource:
       f"checkpoints/) nor a Hugging Face BERT directory (config.json + one of "
       f"{list(_HF_WEIGHTS)}); found: {found}. Point it at the --workdir of a "
       "`python -m lamb_optax.train` run, or at a directory written by save_pretrained.")
+
+
+def recorded_source(workdir: str) -> str | None:
+  """``<workdir>/init_from`` when the run there recorded the encoder it started from."""
+  path = os.path.join(workdir, RECORD_DIR)
+  return path if os.path.isfile(os.path.join(path, RECORD_FILE)) else None
+
+
+def encoder_record(encoder: EncoderSource) -> dict[str, Any]:
+  """What :func:`_recorded_encoder` rebuilds ``encoder`` from (its vocabulary is copied
+  beside it)."""
+  return {"kind": encoder.kind, "path": encoder.path, "do_lower_case": encoder.do_lower_case,
+          "bert_config": encoder.bert_config.to_dict()}
+
+
+def _recorded_encoder(record_dir: str, numerics: dict) -> EncoderSource:
+  with open(os.path.join(record_dir, RECORD_FILE), encoding="utf-8") as f:
+    record = json.load(f)["encoder"]
+  bert_config = dataclasses.replace(BertConfig(**record["bert_config"]), **numerics)
+  return EncoderSource(record["kind"], record["path"], bert_config,
+                       os.path.join(record_dir, RECORD_VOCAB), record["do_lower_case"])
 
 
 def _workdir_encoder(source: str, numerics: dict) -> EncoderSource:
@@ -127,11 +159,16 @@ def _huggingface_encoder(source: str, config: ml_collections.ConfigDict,
   if not os.path.isfile(vocab_file):
     raise ValueError(f"init_from={source!r} has no vocab.txt: set finetune.vocab_file to the "
                      "checkpoint's WordPiece vocabulary.")
+  tokenizer_lib.check_vocab_fits(vocab_file, bert_config.vocab_size,
+                                 f"{os.path.join(source, 'config.json')!r}")
   do_lower_case = config.finetune.do_lower_case
   tokenizer_config = os.path.join(source, "tokenizer_config.json")
   if os.path.isfile(tokenizer_config):
     with open(tokenizer_config, encoding="utf-8") as f:
-      do_lower_case = bool(json.load(f).get("do_lower_case", do_lower_case))
+      settings = json.load(f)
+    if "do_lower_case" in settings:
+      do_lower_case = tokenizer_lib.parse_do_lower_case(settings["do_lower_case"],
+                                                        tokenizer_config)
   return EncoderSource("huggingface", source, bert_config, vocab_file, do_lower_case)
 
 
@@ -263,6 +300,9 @@ def restore_run(workdir: str, build: Callable[..., Any],
   the newest checkpoint's params (``restore_params`` is the trainer's)."""
   with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
     config = ml_collections.ConfigDict(json.load(f))
+  recorded = recorded_source(workdir)
+  if recorded and config.get("init_from"):  # the run's own copies, wherever the source is now
+    config.init_from = recorded
   mesh = sharding.make_mesh({"data": 1}, devices=jax.devices()[:1])
   task = build(config, mesh, workdir)
   params = restore_params(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -126,7 +127,7 @@ def read_tfds(task: GlueTask, split: str, data_dir: str | None = None) -> Exampl
   for i in range(len(source)):
     row = source[i]
     texts.append(tuple(_decode(row[k]) for k in task.text_keys))
-    labels.append(float(row["label"]) if not task.labels else int(row["label"]))
+    labels.append(_label(task, row["label"], f"TFDS {task.tfds_name} split {split!r} row {i}"))
   return texts, labels
 
 
@@ -150,20 +151,29 @@ def read_tsv(task: GlueTask, path: str) -> Examples:
       raise ValueError(f"{path} line {number + task.tsv_header}: {len(row)} columns, expected "
                        f"at least {max(task.tsv_columns) + 1}.") from None
     texts.append(text)
-    labels.append(_tsv_label(task, raw, f"{path} line {number + task.tsv_header}"))
+    labels.append(_label(task, raw, f"{path} line {number + task.tsv_header}"))
   return texts, labels
 
 
-def _tsv_label(task: GlueTask, raw: str, where: str) -> float | int:
-  """A TSV label as TFDS's class index (or STS-B's score); anything else is refused here, not
-  left to make the loss NaN (a label out of the head's range)."""
+def _label(task: GlueTask, raw, where: str) -> float | int:
+  """A label (TSV text, or TFDS's number) as TFDS's class index, or STS-B's score; anything
+  else is refused here, not left to make the loss NaN (a label out of the head's range)."""
   if not task.labels:
-    return float(raw)
-  if raw in task.labels:
+    try:
+      score = float(raw)
+    except ValueError:
+      score = math.nan
+    low, high = STSB_RANGE
+    if not low <= score <= high:  # also NaN and inf
+      raise ValueError(f"{where}: label {str(raw)!r} is not an STS-B similarity score, a number "
+                       f"in [{low:g}, {high:g}]. Fix that line of the file.")
+    return score
+  if isinstance(raw, str) and raw in task.labels:
     return task.labels.index(raw)
-  if raw.isdigit() and int(raw) < len(task.labels):
-    return int(raw)
-  raise ValueError(f"{where}: label {raw!r} is not one of this GLUE task's classes "
+  text = str(raw)
+  if text.isdigit() and int(text) < len(task.labels):
+    return int(text)
+  raise ValueError(f"{where}: label {text!r} is not one of this GLUE task's classes "
                    f"{list(task.labels)} (or 0..{len(task.labels) - 1}). Your own labels: the "
                    "text_classification task (configs/text_classification.py).")
 

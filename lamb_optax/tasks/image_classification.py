@@ -46,6 +46,26 @@ _DATASET_INFO = {"digits": images_lib.DIGITS_INFO,
                  "imagenet2012": images_lib.DatasetInfo(224, 3, 1000)}
 
 
+# image.<key>: (lowest, highest, whether highest is allowed, what a usual value is). Outside these
+# the run trains on nonsense without failing: smoothing 2.0 makes negative targets, momentum 1.5
+# makes the running statistics diverge.
+_BOUNDS = {
+    "label_smoothing": (0.0, 1.0, False, "0 (none) or 0.1 (the ImageNet ResNet-50 configs)"),
+    "batch_norm_momentum": (0.0, 1.0, True, "0.9 (the default; 1 freezes the statistics)"),
+    "dropout": (0.0, 1.0, False, "0 or 0.1"),
+}
+
+
+def check_settings(config: ml_collections.ConfigDict) -> None:
+  """Raises a ValueError naming the ``image.`` key whose value lies outside its range."""
+  for key, (low, high, closed, usual) in _BOUNDS.items():
+    value = config.image[key]
+    if not (low <= value <= high and (closed or value < high)):
+      interval = f"[{low:g}, {high:g}{']' if closed else ')'}"
+      raise ValueError(f"image.{key} must lie in {interval}, got {value!r}; a usual value is "
+                       f"{usual} (--config.image.{key}=...).")
+
+
 def dataset_info(config: ml_collections.ConfigDict) -> images_lib.DatasetInfo:
   """Image size (``image.image_size`` or the dataset's), channels and classes of the run."""
   i = config.image
@@ -258,6 +278,7 @@ def load_splits(config: ml_collections.ConfigDict) -> dict[str, Any]:
 def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
           workdir: str | None) -> ImageClassification:
   """The task for ``config``; reads its data unless ``workdir`` is None."""
+  check_settings(config)
   info = dataset_info(config)
   m_config = model_config(config, info)
   splits = load_splits(config) if workdir is not None else None

@@ -130,7 +130,8 @@ def _read(config: ml_collections.ConfigDict, train: bool):
                        " it with `tfds build squad/v1.1 --file_format=array_record` (and set "
                        "finetune.tfds_data_dir), or set finetune.data_dir to the JSON files."
                        ) from e
-    examples = squad_data.examples_from_tfds((rows[i] for i in range(len(rows))), train, stats)
+    examples = squad_data.examples_from_tfds((rows[i] for i in range(len(rows))), train, stats,
+                                             source=f"TFDS squad/v1.1 {split}")
   if stats.mismatched_answers:
     _log.warning("SQuAD %s: %d of %d answers do not match their answer_start (%s...)%s.",
                  "train" if train else "dev", stats.mismatched_answers, stats.questions,

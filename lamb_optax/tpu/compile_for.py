@@ -11,7 +11,8 @@ per step, compile time, and a roofline estimate of the step time. It exits 0 whe
 The report's counting (see :mod:`lamb_optax.tpu.program_stats`): XLA's cost analysis counts a
 loop body once, so FLOPs and bytes per step are XLA's figures plus the missing iterations of the
 scans (micro-batches, layers): matmul FLOPs counted in the jaxpr; bytes are counted in the
-optimized HLO, every loop with its trips (XLA's own once-per-body figure stays in the report).
+optimized HLO, every loop with its trips, arrays in HBM only (XLA's own figure, which counts loop
+bodies once and on-chip memory too, stays in the report).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class Report:
   model_flops_per_step: float | None = None
   bytes_accessed_per_step: float | None = None
   bytes_accessed_per_chip: float | None = None
+  bytes_all_memory_spaces_per_chip: float | None = None
   xla_cost_analysis_per_chip: dict[str, float] = dataclasses.field(default_factory=dict)
   loops: dict[str, int] = dataclasses.field(default_factory=dict)
   fusions: int | None = None
@@ -251,6 +253,7 @@ def _add_costs(report: Report, trainer, jaxpr, compiled, devices: int) -> None:
   per_chip_bytes = hlo.bytes
   report.flops_per_chip, report.flops_per_step = per_chip_flops, per_chip_flops * devices
   report.bytes_accessed_per_chip = per_chip_bytes
+  report.bytes_all_memory_spaces_per_chip = hlo.bytes_all_spaces
   report.bytes_accessed_per_step = per_chip_bytes * devices
   report.model_flops_per_step = trainer.task.flops_per_example() * report.global_batch_size
   report.loops = {k: v for k, v in hlo.while_loops.items()}

@@ -15,7 +15,10 @@ iterations back:
   computation runs (a fusion as one), except that a slice (``slice``, ``dynamic-slice``, the
   async ``slice-start``) reads only its slice and a ``dynamic-update-slice`` writes only its
   update, in place (also inside fusions): a scan step touches one layer of its stacks. An async
-  copy counts at its start, once. It also counts the collectives (count and result bytes).
+  copy counts at its start, once. Only arrays in HBM count (layouts without a memory space
+  ``S(n)``, n > 0): XLA:TPU stages arrays in on-chip memory (v4's CMEM, VMEM) with async copies,
+  and reads and writes of the staged copies are no HBM traffic; ``bytes_all_spaces`` counts
+  them too. It also counts the collectives (count and result bytes).
 
 >>> text = '''
 ... HloModule m
@@ -57,6 +60,10 @@ _DTYPE_BYTES = {"pred": 1, "s4": 0.5, "u4": 0.5, "s8": 1, "u8": 1, "f8e4m3fn": 1
 _COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s*(?:\(.*\)\s*->\s*.*)?\{\s*$")
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.+?)\s+([a-z][\w\-]*)\((.*)$")
 _ARRAY = re.compile(r"\b([a-z]+\d*(?:e\d+m\d+\w*)?)\[([\d,]*)\]")
+# An array with its layout, whose S(n) names a memory space other than the device's main memory
+# (0): on TPU, on-chip memories and synchronisation flags, not HBM.
+_ARRAY_LAYOUT = re.compile(r"\b([a-z]+\d*(?:e\d+m\d+\w*)?)\[([\d,]*)\](\{[^{}]*\})?")
+_MEMORY_SPACE = re.compile(r"S\((\d+)\)")
 # Instructions that move no data of their own (views, plumbing, loops whose bodies count).
 _NO_TRAFFIC = {"parameter", "constant", "tuple", "get-tuple-element", "bitcast", "while",
                "conditional", "call", "after-all", "partition-id", "replica-id", "iota",
@@ -89,16 +96,24 @@ class HloStats:
   """Per-device figures of one run of an optimized HLO module."""
 
   runs: dict[str, int]  # executed computation -> times it runs per module run
-  bytes: float  # bytes read + written, loops counted with their trips
+  bytes: float  # bytes read + written in HBM (memory space 0), loops counted with their trips
   bytes_once: float  # the same with every loop body once (how XLA's cost analysis counts loops)
   collectives: dict[str, dict[str, float]]  # op -> {"count", "bytes"}; bytes = result bytes
   fusions: int  # fusion instructions in executed computations, each counted once
   while_loops: dict[str, int]  # loop body -> trip count
+  bytes_all_spaces: float = 0.0  # ``bytes`` counting every memory space, on-chip ones too
 
 
-def shape_bytes(shape: str) -> float:
-  """Bytes of every array in a type text: ``(f32[8,16]{1,0}, bf16[4])`` -> 520."""
-  return sum(_array_bytes(*array) for array in _ARRAY.findall(shape))
+def shape_bytes(shape: str, hbm: bool = False) -> float:
+  """Bytes of every array in a type text: ``(f32[8,16]{1,0}, bf16[4])`` -> 520; with ``hbm``
+  only the arrays in memory space 0 (``f32[8]{0:S(3)}`` counts 0)."""
+  return sum(_array_bytes(dtype, dims) for dtype, dims, layout in _ARRAY_LAYOUT.findall(shape)
+             if not (hbm and _space(layout)))
+
+
+def _space(layout: str) -> int:
+  m = _MEMORY_SPACE.search(layout or "")
+  return int(m.group(1)) if m else 0
 
 
 def _array_bytes(dtype: str, dims: str) -> float:
@@ -187,6 +202,7 @@ def analyse(text: str) -> HloStats:
            for c, _ in _callees(i, computations)}
   stats = HloStats(runs={}, bytes=0.0, bytes_once=0.0, fusions=0, while_loops={},
                    collectives=collections.defaultdict(lambda: {"count": 0, "bytes": 0.0}))
+  all_spaces = 0.0
   for comp, n in _runs(computations, entry).items():
     if comp in inner:
       continue
@@ -194,6 +210,8 @@ def analyse(text: str) -> HloStats:
     traffic = sum(_traffic(i, shapes, computations) for i in computations[comp])
     stats.bytes += n * traffic
     stats.bytes_once += traffic
+    all_spaces += n * sum(_traffic(i, shapes, computations, hbm=False)
+                          for i in computations[comp])
     for i in computations[comp]:
       stats.fusions += i.opcode == "fusion"
       op = _collective(i.opcode)
@@ -204,6 +222,7 @@ def analyse(text: str) -> HloStats:
         for body in re.findall(r"\bbody=%?([\w.\-]+)", i.rest):
           stats.while_loops[body] = _trip_count(i, computations)
   stats.collectives = {k: dict(v) for k, v in stats.collectives.items()}
+  stats.bytes_all_spaces = all_spaces
   return stats
 
 
@@ -224,36 +243,47 @@ def _collective_bytes(inst: _Instruction) -> float:
 
 
 def _traffic(inst: _Instruction, shapes: dict[str, str],
-             computations: dict[str, list[_Instruction]]) -> float:
+             computations: dict[str, list[_Instruction]], hbm: bool = True) -> float:
   """Bytes an instruction reads and writes: its operands plus its result, except what a
   (dynamic or async) slice does not read and a ``dynamic-update-slice`` writes in place (also
   inside fusions): a scan's step reads one layer of its stacked inputs and writes one row of its
-  stacked outputs, not the whole stacks (counting them whole overstated a 24-layer step ~10x)."""
+  stacked outputs, not the whole stacks (counting them whole overstated a 24-layer step ~10x).
+  With ``hbm``, only arrays in HBM count: XLA:TPU's memory-space assignment stages operands in
+  on-chip memory (layouts ``S(n)``, n > 0) with async copies, which read HBM once; what then
+  reads or writes the staged copy moves no HBM bytes."""
   if inst.opcode in _NO_TRAFFIC:
     return 0.0
   if inst.opcode in ("copy-start", "slice-start") and inst.shape.startswith("("):
-    # An async copy's tuple is (operand, result, context): it reads the operand, or for a slice
-    # only the slice, and writes the result once (its -done moves nothing more).
-    result = _array_bytes(*_ARRAY.findall(inst.shape)[1])
-    source = (shape_bytes(shapes.get(inst.operands[0], "")) if inst.opcode == "copy-start"
-              else result)
-    return source + result
+    # An async copy's tuple is (destination, source, context), an async slice's ((source),
+    # destination, context): it reads the source, or for a slice only the slice, and writes the
+    # destination once (its -done moves nothing more).
+    arrays = _ARRAY_LAYOUT.findall(inst.shape)
+    dest = arrays[0 if inst.opcode == "copy-start" else 1]
+    result = 0.0 if hbm and _space(dest[2]) else _array_bytes(*dest[:2])
+    source_shape = shapes.get(inst.operands[0], "")
+    if inst.opcode == "copy-start":
+      return shape_bytes(source_shape, hbm) + result
+    source = _ARRAY_LAYOUT.findall(source_shape)
+    in_hbm = not (hbm and source and _space(source[0][2]))
+    return (_array_bytes(*dest[:2]) if in_hbm else 0.0) + result
   body = computations.get(inst.called or "") if inst.opcode == "fusion" else None
   read = 0.0
   for k, operand in enumerate(inst.operands):
-    full = shape_bytes(shapes.get(operand, ""))
+    full = shape_bytes(shapes.get(operand, ""), hbm)
     if body is not None:
       read += min(full, _param_read(body, k, computations, full))
     elif k == 0 and inst.opcode in _SLICES:
-      read += shape_bytes(inst.shape)
+      read += min(full, shape_bytes(inst.shape))
     elif not (k == 0 and inst.opcode == "dynamic-update-slice"):
       read += full
-  return read + _written(inst, shapes, computations)
+  return read + _written(inst, shapes, computations, hbm)
 
 
 def _written(inst: _Instruction, shapes: dict[str, str],
-             computations: dict[str, list[_Instruction]]) -> float:
+             computations: dict[str, list[_Instruction]], hbm: bool = False) -> float:
   """Bytes ``inst`` writes: a dynamic-update-slice (or a fusion ending in one) only its update."""
+  if hbm and not shape_bytes(inst.shape, hbm):
+    return 0.0  # the result lives in on-chip memory
   if inst.opcode == "dynamic-update-slice":
     return shape_bytes(shapes.get(inst.operands[1], ""))
   if inst.opcode == "fusion" and inst.called in computations:
@@ -262,8 +292,12 @@ def _written(inst: _Instruction, shapes: dict[str, str],
     root = next((i for i in body if i.root), None)
     if root is not None:
       parts = [local[o] for o in root.operands if o in local] if root.opcode == "tuple" else [root]
-      return sum(_written(_through_bitcasts(p, local), shapes, computations) for p in parts)
-  return shape_bytes(inst.shape)
+      arrays = _ARRAY_LAYOUT.findall(inst.shape)
+      spaces = ([_space(a[2]) for a in arrays] if hbm and len(arrays) == len(parts)
+                else [0] * len(parts))
+      return sum(_written(_through_bitcasts(p, local), shapes, computations)
+                 for p, space in zip(parts, spaces, strict=True) if not space)
+  return shape_bytes(inst.shape, hbm)
 
 
 def _through_bitcasts(inst: _Instruction, local: dict[str, _Instruction]) -> _Instruction:
@@ -329,7 +363,8 @@ def _sub_jaxprs(params: dict[str, Any]) -> list[Any]:
 def jaxpr_dot_flops(jaxpr: Any) -> tuple[float, float]:
   """``(flops, flops_once)`` of the matmuls (``dot_general``) in ``jaxpr`` (global shapes):
   scan bodies times ``length``, ``shard_map`` bodies (per-shard shapes) times their shards,
-  and every body once as XLA's cost analysis counts it.
+  Pallas kernels (per-block shapes) times their grid, a ``cond`` as its costliest branch, and
+  every loop body once as XLA's cost analysis counts it.
 
   >>> import jax, jax.numpy as jnp
   >>> f = lambda a: jax.lax.scan(lambda c, _: (c @ a, None), a, None, length=3)[0]
@@ -348,7 +383,11 @@ def jaxpr_dot_flops(jaxpr: Any) -> tuple[float, float]:
     shards = 1  # a shard_map body (per-shard shapes) runs once on every shard
     if eqn.primitive.name == "shard_map":
       shards = math.prod(eqn.params["mesh"].shape[a] for a in eqn.params["newly_manual_axes"])
-    for sub in _sub_jaxprs(eqn.params):
-      w, o = jaxpr_dot_flops(sub)
+    if eqn.primitive.name == "pallas_call":  # a kernel's body (one block) runs per grid point
+      shards = math.prod(getattr(eqn.params.get("grid_mapping"), "grid", ()) or (1,))
+    counts = [jaxpr_dot_flops(sub) for sub in _sub_jaxprs(eqn.params)]
+    if eqn.primitive.name == "cond" and counts:  # runs one branch (e.g. one per platform)
+      counts = [max(counts)]
+    for w, o in counts:
       weighted, once = weighted + shards * trips * w, once + shards * o
   return weighted, once

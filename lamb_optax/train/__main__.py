@@ -10,6 +10,9 @@ Running the same command again resumes from the last checkpoint in ``--workdir``
 slice on this machine (no TPU, no data, no ``--workdir``) and says whether it fits
 (``lamb_optax/tpu/compile_for.py``); it exits 0 when it fits, 1 when not, 2 on bad input.
 
+SIGTERM (preemption) and SIGINT (Ctrl-C) save the last finished step and exit with status 143
+and 130 (lamb_optax/train/preemption.py); running the same command resumes.
+
 Multi-host: on Cloud TPU, ``jax.distributed`` finds its peers by itself. Elsewhere pass
 ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I`` on every host.
 """
@@ -21,10 +24,13 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from lamb_optax.train import config as train_config
 from lamb_optax.train import distributed
+from lamb_optax.train import preemption
+from lamb_optax.train import workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.",
-                                          lock_config=False)
+                                          **train_config.CONFIG_FLAG_OPTIONS)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, TensorBoard.")
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "HOST:PORT of process 0, for multi-host runs outside Cloud TPU.")
@@ -49,10 +55,19 @@ def main(argv):
     sys.exit(compile_for.main(_CONFIG.value, _COMPILE_FOR.value, _COMPILE_REPORT.value))
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required (except with --compile_for).")
-  from lamb_optax.train import loop  # pylint: disable=g-import-not-at-top
-  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
-                         timeout_seconds=_INIT_TIMEOUT.value)
-  loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  try:
+    with preemption.Guard():  # the loop installs its own: this one covers the start-up
+      from lamb_optax.train import loop  # pylint: disable=g-import-not-at-top
+      distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                             timeout_seconds=_INIT_TIMEOUT.value)
+      loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except workdir_lib.DiskFullError as e:
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    sys.exit(1)
+  except preemption.Interrupted as stopped:
+    print(f"Stopped by {preemption.name(stopped.signum)} before the first step: nothing new to "
+          f"save; run the same command to resume (exit status {stopped.code}).", flush=True)
+    raise
 
 
 if __name__ == "__main__":

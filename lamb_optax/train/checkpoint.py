@@ -12,10 +12,16 @@ and falls back to the newest intact checkpoint, with a warning naming the corrup
 files, moving the corrupt one aside (``<step>.corrupt``). A step whose checksums were never
 recorded (killed before its save was confirmed, or written by an older version) is restored
 unverified.
+
+Other runs' checkpoints (``init_from``, ``lamb_optax.train.predict``, the pretrained loader) are
+read by :func:`restore_state_parts` with the same checks (:func:`choose_step`), read-only: it
+passes over corrupt steps with a warning, reads only steps whose save was confirmed (so a live
+trainer's half-finished step is never read) and reads again when a step vanishes mid-read.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -37,6 +43,20 @@ class ShapeMismatchError(ValueError):
 
 class CorruptCheckpointError(RuntimeError):
   """Every checkpoint of the run failed its checksums."""
+
+
+def is_disk_full(error: BaseException | None) -> bool:
+  """Whether ``error``, or an error it was raised from or during, is ENOSPC (Orbax and
+  TensorStore wrap it in their own types, keeping only the text)."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+      return True
+    if "No space left on device" in str(error):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
 
 
 CHECKSUM_FILE = "checksums.json"
@@ -80,7 +100,10 @@ def verify_checksums(step_dir: epath.Path) -> list[str] | None:
   path = step_dir / CHECKSUM_FILE
   if not path.exists():
     return None
-  recorded = json.loads(path.read_text())["files"]
+  try:
+    recorded = json.loads(path.read_text())["files"]
+  except (ValueError, KeyError, TypeError):
+    return [f"{CHECKSUM_FILE} (unreadable)"]
   present = _step_files(step_dir)
   bad = []
   for name, expected in sorted(recorded.items()):
@@ -92,6 +115,46 @@ def verify_checksums(step_dir: epath.Path) -> list[str] | None:
     elif _file_crc32(file) != expected["crc32"]:
       bad.append(f"{name} (CRC32 mismatch)")
   return bad
+
+
+def choose_step(directory: epath.Path, steps: list[int], *, finished_only: bool
+                ) -> tuple[int, dict[int, list[str]]]:
+  """The step to read under ``directory``, and the corrupt steps passed over (warned about).
+
+  The newest step whose files match their checksums. Steps whose checksums were never recorded:
+  resume (``finished_only=False``) reads the newest of them unverified (its own save, killed
+  before it was confirmed); every other reader (``init_from``, predict, the pretrained loader)
+  passes over them, as a save a live trainer may still be finishing, and reads one unverified
+  only when no step is verified (a run written before checksums existed), with a warning.
+  Raises FileNotFoundError without steps, CorruptCheckpointError naming the failing files when
+  every step fails its checksums.
+  """
+  if not steps:
+    raise FileNotFoundError(f"No checkpoint under {directory}.")
+  corrupt: dict[int, list[str]] = {}
+  unconfirmed = []
+  for step in sorted(steps, reverse=True):
+    bad = verify_checksums(directory / str(step))
+    if bad is None and not finished_only:
+      return step, corrupt
+    if bad is None:
+      unconfirmed.append(step)
+    elif bad:
+      corrupt[step] = bad
+      _log.warning("Checkpoint step %d under %s is corrupt (%d file(s) fail their checksums: "
+                   "%s); falling back to the previous checkpoint.", step, directory, len(bad),
+                   "; ".join(bad[:5]))
+    else:
+      return step, corrupt
+  if unconfirmed:
+    _log.warning("No checkpoint under %s has verified checksums; reading step %d unverified.",
+                 directory, unconfirmed[0])
+    return unconfirmed[0], corrupt
+  raise CorruptCheckpointError(
+      f"No intact checkpoint under {directory}: "
+      + "; ".join(f"step {s}: {', '.join(b[:3])}" for s, b in corrupt.items())
+      + ". The files changed after they were written (disk or copy errors). Restore them "
+      "from a backup, or start afresh in a new --workdir.")
 
 
 def _leaves(tree: PyTree):
@@ -136,11 +199,6 @@ class Checkpointer:
           write_checksums(self._step_dir(step))
     self._unconfirmed.clear()
 
-  def reached_preemption(self, step: int) -> bool:
-    """True on every process once JAX's preemption service saw a notice (Cloud TPU maintenance,
-    spot reclaim, SIGTERM in a ``jax.distributed`` run); False in single-process runs."""
-    return self._manager.reached_preemption(step)
-
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
 
@@ -176,27 +234,11 @@ class Checkpointer:
     Every process verifies (the same shared files, so the same decision); process 0 then moves
     the corrupt steps aside so that the resumed run can save those steps again.
     """
-    candidates = [step] if step is not None else sorted(self._manager.all_steps(), reverse=True)
-    if not candidates:
-      raise FileNotFoundError(f"No checkpoint under {self.directory}.")
-    corrupt = {}
-    for candidate in candidates:
-      bad = verify_checksums(self._step_dir(candidate))
-      if not bad:
-        break
-      corrupt[candidate] = bad
-      _log.warning("Checkpoint step %d under %s is corrupt (%d file(s) fail their checksums: "
-                   "%s); falling back to the previous checkpoint.", candidate, self.directory,
-                   len(bad), "; ".join(bad[:5]))
-    else:
-      raise CorruptCheckpointError(
-          f"No intact checkpoint under {self.directory}: "
-          + "; ".join(f"step {s}: {', '.join(b[:3])}" for s, b in corrupt.items())
-          + ". The files changed after they were written (disk or copy errors). Restore them "
-          "from a backup, or start afresh in a new --workdir.")
+    candidates = [step] if step is not None else list(self._manager.all_steps())
+    step, corrupt = choose_step(epath.Path(self.directory), candidates, finished_only=False)
     if corrupt:
       self._set_aside(corrupt)
-    return candidate
+    return step
 
   def _set_aside(self, corrupt: dict[int, list[str]]) -> None:
     """Renames corrupt steps to ``<step>.corrupt`` (kept for inspection, ignored by Orbax)."""
@@ -232,12 +274,29 @@ class Checkpointer:
     self._record_checksums()
 
   def close(self) -> None:
-    self._record_checksums()
-    self._manager.close()
+    try:
+      self._record_checksums()
+    finally:
+      self._manager.close()
+
+  def remove_unfinished(self) -> int | None:
+    """Deletes what failed saves left (Orbax's temporary step directories, a half-written
+    checksum file), process 0 only; returns the newest complete step."""
+    directory = epath.Path(self.directory)
+    if jax.process_index() == 0 and directory.is_dir():
+      for path in directory.iterdir():
+        if ".orbax-checkpoint-tmp" in path.name:
+          path.rmtree()
+        elif path.name.isdigit() and (path / (CHECKSUM_FILE + ".tmp")).exists():
+          (path / (CHECKSUM_FILE + ".tmp")).unlink()
+    steps = [int(p.name) for p in directory.iterdir() if p.name.isdigit()] if \
+        directory.is_dir() else []
+    return max(steps, default=None)
 
 
 def restore_params(source: str, abstract_params: PyTree) -> PyTree:
-  """The params of the latest checkpoint of another run (phase 1 of two-phase pretraining).
+  """The params of the newest intact checkpoint of another run (phase 1 of two-phase
+  pretraining, the encoder to fine-tune, a run to score or load).
 
   ``source`` is that run's workdir or its ``checkpoints`` directory. Only the params are read
   (with the shardings of ``abstract_params``).
@@ -245,26 +304,60 @@ def restore_params(source: str, abstract_params: PyTree) -> PyTree:
   return restore_state_parts(source, {"params": abstract_params})["params"]
 
 
-def restore_state_parts(source: str, target: dict[str, PyTree]) -> dict[str, PyTree]:
-  """Parts of the latest train state of another run, e.g. ``{"params": ..., "opt_state": ...}``
-  (abstract, with shardings); the others (step, RNG) are not read."""
-  abstract_params = target["params"]
-  directory = epath.Path(source)
+def checkpoints_dir(source: str) -> epath.Path:
+  """``source``'s checkpoint directory (``source`` a workdir or that directory); raises
+  FileNotFoundError when it does not exist."""
+  directory = epath.Path(os.path.expanduser(source))
   if not directory.is_dir():  # before Orbax, whose manager would create it
     raise FileNotFoundError(f"init_from={source!r} does not exist (or is not a directory); point "
                             "it at the workdir of the phase-1 run.")
-  if (directory / "checkpoints").is_dir():
-    directory = directory / "checkpoints"
+  return directory / "checkpoints" if (directory / "checkpoints").is_dir() else directory
+
+
+def source_step(source: str) -> int:
+  """The step :func:`restore_state_parts` reads from ``source`` (see :func:`choose_step`)."""
+  directory = checkpoints_dir(source)
+  steps = [int(p.name) for p in directory.iterdir() if p.name.isdigit() and p.is_dir()]
+  if not steps:
+    raise FileNotFoundError(
+        f"init_from={source!r} holds no checkpoint; point it at the workdir of the phase-1 run.")
+  return choose_step(directory, steps, finished_only=True)[0]
+
+
+# A live trainer may delete the step being read (keep_checkpoints): read the newest again.
+_READ_ATTEMPTS = 3
+
+
+def restore_state_parts(source: str, target: dict[str, PyTree]) -> dict[str, PyTree]:
+  """Parts of the newest intact train state of another run, e.g. ``{"params": ...,
+  "opt_state": ...}`` (abstract, with shardings); the others (step, RNG) are not read.
+
+  The one reader of other runs' checkpoints: only finished steps whose files match their
+  checksums (:func:`choose_step`), never written to (safe beside a live trainer).
+  """
+  for _ in range(_READ_ATTEMPTS):
+    step = source_step(source)
+    step_dir = checkpoints_dir(source) / str(step)
+    try:
+      return _read_parts(source, step, target)
+    except (ShapeMismatchError, FileNotFoundError):
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      if step_dir.exists() and not verify_checksums(step_dir):  # unchanged: a real error
+        raise CorruptCheckpointError(f"Reading {step_dir} failed: {type(e).__name__}: {e}") from e
+      _log.warning("Step %d under %s changed while it was read (%s); reading the newest "
+                   "again.", step, source, type(e).__name__)
+  raise CorruptCheckpointError(f"The newest checkpoint of {source} changed while it was read, "
+                               f"{_READ_ATTEMPTS} times; try again once its trainer has saved.")
+
+
+def _read_parts(source: str, step: int, target: dict[str, PyTree]) -> dict[str, PyTree]:
   manager = ocp.CheckpointManager(
-      directory, options=ocp.CheckpointManagerOptions(create=False, read_only=True),
+      checkpoints_dir(source), options=ocp.CheckpointManagerOptions(create=False, read_only=True),
       item_handlers={"state": ocp.PyTreeCheckpointHandler(),  # a partial restore (params only)
                      "data": grain.checkpoint.CheckpointHandler()})
   try:
-    step = manager.latest_step()
-    if step is None:
-      raise FileNotFoundError(
-          f"init_from={source!r} holds no checkpoint; point it at the workdir of the phase-1 run.")
-    _check_param_shapes(manager, step, abstract_params, source)
+    _check_param_shapes(manager, step, target["params"], source)
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.PyTreeRestore(
             item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),

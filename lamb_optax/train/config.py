@@ -12,6 +12,8 @@ key instead of a silently ignored setting.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import inspect
 import math
 import os
 import re
@@ -89,6 +91,11 @@ def default_config() -> ml_collections.ConfigDict:
       data_dir="",  # where the embedded corpus is built/cached; default: <workdir>/data
       embedded_max_documents=0,  # 0 = the whole embedded corpus (tests use a few documents)
       embedded_dupe_factor=5,  # copies with different pairs/masks (~3,300 examples each)
+      # Several examples per row with attention kept inside each (lamb_optax/data/packing.py,
+      # docs/data.md): fewer padding tokens; batch sizes count rows then. Eval is unpacked.
+      pack_sequences=False,
+      max_examples_per_row=4,
+      pack_window_rows=256,  # rows packed together; a window is one unit of the loader's work
   ))
   # Image classification (task "image_classification"); BERT runs ignore this section.
   c.image = ml_collections.ConfigDict(dict(
@@ -186,10 +193,11 @@ def lock(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   known = _flat_keys(default_config(), allow_open=("optimizer.kwargs",))
   unknown = sorted(_flat_keys(config) - known)
   # optimizer.kwargs is open: recipes.build_optimizer checks it against the optimizer's signature.
-  unknown = [k for k in unknown if not k.startswith("optimizer.kwargs.")]
+  unknown = [k for k in unknown if not k.startswith(_KWARGS)]
   if unknown:
+    hints = "".join(_hint(k, known) for k in unknown)
     raise ValueError(f"Unknown config keys {unknown}; the trainer reads the keys of "
-                     "lamb_optax.train.config.default_config(). Check the spelling.")
+                     f"lamb_optax.train.config.default_config(). {hints}Check the spelling.")
   config.lock()
   return config
 
@@ -330,8 +338,8 @@ def load(config_arg: str, overrides: Sequence[str] = ()) -> ml_collections.Confi
   argv = ["lamb_optax.train", f"--config={config_arg}", *overrides]
   flag_values = flags.FlagValues()
   holder = config_flags.DEFINE_config_file("config", None, "Path to a config file.",
-                                           flag_values=flag_values, lock_config=False,
-                                           sys_argv=argv)
+                                           flag_values=flag_values, sys_argv=argv,
+                                           **CONFIG_FLAG_OPTIONS)
   try:
     rest = flag_values(argv)
   except (AttributeError, KeyError) as e:  # an override naming a key the config does not have
@@ -351,4 +359,53 @@ def load(config_arg: str, overrides: Sequence[str] = ()) -> ml_collections.Confi
   if rest[1:]:
     raise ConfigError(f"Unexpected arguments {rest[1:]}: config overrides are written "
                       "--config.KEY=VALUE (e.g. --config.global_batch_size=8192).")
+  for key in _override_keys(overrides):
+    _check_override_key(key)
   return holder.value
+
+
+# How the trainer's --config flag parses: unlocked (the trainer locks it after checking it), and
+# accepting keys the config file does not set, so that an optimizer argument the recipe leaves at
+# its default can be given on the command line (--config.optimizer.kwargs.weight_decay_mask=True).
+# A new key anywhere else is a misspelling, refused by load() and by lock().
+CONFIG_FLAG_OPTIONS = dict(lock_config=False, accept_new_attributes=True)
+_KWARGS = "optimizer.kwargs."
+
+
+def _override_keys(overrides: Sequence[str]) -> list[str]:
+  """The dotted keys of ``--config.KEY=VALUE``/``--config.KEY``/``--noconfig.KEY`` arguments."""
+  matches = (re.match(r"^--?(?:no)?config\.([^=]+)", o) for o in overrides)
+  return [m.group(1) for m in matches if m]
+
+
+def optimizer_arguments() -> set[str]:
+  """The keys ``optimizer.kwargs`` may hold: the arguments of the optimizers of
+  :data:`lamb_optax.recipes.OPTIMIZERS` but the learning rate and stacked axes."""
+  names = {n for f in OPTIMIZERS.values() for n in inspect.signature(f).parameters}
+  return names - {"learning_rate", "stacked_axes"}
+
+
+def _check_override_key(key: str) -> None:
+  """Raises a ConfigError for an override key that neither the schema nor an optimizer has."""
+  if key.startswith(_KWARGS):
+    name, known = key[len(_KWARGS):].split(".")[0], optimizer_arguments()
+    if name not in known:
+      raise ConfigError(f"--config.{key}: the config has no key {key!r}, and no optimizer takes "
+                        f"an argument {name!r}. {_did_you_mean(name, known)}optimizer.kwargs "
+                        f"holds optimizer arguments: {sorted(known)}.")
+  elif key not in (schema := _flat_keys(default_config(), allow_open=(_KWARGS[:-1],))):
+    raise ConfigError(f"--config.{key}: the config has no key {key!r}. {_hint(key, schema)}"
+                      "Check the spelling: the trainer reads the keys of "
+                      "lamb_optax.train.config.default_config().")
+
+
+def _hint(key: str, schema: set[str]) -> str:
+  """'Did you mean ...' for a misspelt dotted key, from the keys beside it in the schema."""
+  parent, _, name = key.rpartition(".")
+  return _did_you_mean(name, {k.rpartition(".")[2] for k in schema
+                              if k.rpartition(".")[0] == parent})
+
+
+def _did_you_mean(name: str, candidates) -> str:
+  close = difflib.get_close_matches(name, sorted(candidates), n=1)
+  return f'Did you mean "{close[0]}" instead of "{name}"? ' if close else ""

@@ -104,3 +104,29 @@ def barrier(name: str, timeout_seconds: int = 1800) -> None:
   client = jax_distributed.global_state.client
   if client is not None:
     client.wait_at_barrier(f"lamb_optax_{name}", timeout_in_ms=timeout_seconds * 1000)
+
+
+def is_multiprocess() -> bool:
+  return jax.process_count() > 1
+
+
+def _client():
+  from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
+  return jax_distributed.global_state.client
+
+
+def key_value_set_once(key: str, value: str) -> None:
+  """Sets ``key`` in the coordination service unless some process already set it (the first
+  writer wins)."""
+  try:
+    _client().key_value_set(key, value, allow_overwrite=False)
+  except Exception:  # pylint: disable=broad-except  (ALREADY_EXISTS arrives as XlaRuntimeError)
+    pass
+
+
+def key_value_try_get(key: str) -> str | None:
+  """The value of ``key`` in the coordination service, or None when no process set it."""
+  try:
+    return _client().key_value_try_get(key)
+  except Exception:  # pylint: disable=broad-except  (NOT_FOUND arrives as XlaRuntimeError)
+    return None

@@ -22,6 +22,8 @@ from lamb_optax import sharding
 from lamb_optax.train import checkpoint as checkpoint_lib
 from lamb_optax.train import distributed
 from lamb_optax.train import metrics as metrics_lib
+from lamb_optax.train import preemption
+from lamb_optax.train import sources
 from lamb_optax.train import trainer as trainer_lib
 from lamb_optax.train import workdir as workdir_lib
 from lamb_optax.train.step import TrainState
@@ -41,10 +43,13 @@ class Run:
   checkpointer: checkpoint_lib.Checkpointer
   workdir: str
   is_primary: bool
+  guard: preemption.Guard = dataclasses.field(default_factory=preemption.Guard)
 
   @property
   def config(self) -> ml_collections.ConfigDict:
     return self.trainer.config
+
+  preempted: preemption.Preempted | None = None  # set when a signal stopped the loop
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -53,6 +58,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   Every check that can fail on the user's input (config keys, batch/mesh arithmetic, schedule,
   data shape, checkpoint shape) runs before the first compile.
   """
+  workdir = workdir_lib.expand(workdir)
+  if config.init_from:
+    config.init_from = workdir_lib.expand(config.init_from)
+  with preemption.Guard() as guard:  # SIGTERM/SIGINT: see lamb_optax/train/preemption.py
+    try:
+      return _build_and_train(config, workdir, guard)
+    except workdir_lib.DiskFullError:
+      raise
+    except Exception as e:  # e.g. while the task prepares its data in the workdir
+      if checkpoint_lib.is_disk_full(e):
+        raise _disk_full(workdir, "no checkpoint was touched") from None
+      raise
+
+
+def _build_and_train(config: ml_collections.ConfigDict, workdir: str,
+                     guard: preemption.Guard) -> dict[str, float]:
   trainer = trainer_lib.build(config, workdir)
   config, plan, task = trainer.config, trainer.plan, trainer.task
   is_primary = jax.process_index() == 0
@@ -63,18 +84,47 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   try:
     checkpointer = checkpoint_lib.Checkpointer(  # creates <workdir>/checkpoints: after the checks
         workdir, max_to_keep=config.keep_checkpoints, async_save=config.async_checkpointing)
-    run = Run(trainer, train_iter, eval_set, checkpointer, workdir, is_primary)
+    run = Run(trainer, train_iter, eval_set, checkpointer, workdir, is_primary, guard)
     with jax.set_mesh(trainer.mesh):
       try:
-        eval_metrics = _restore_and_train(run)
-      finally:
-        checkpointer.close()
+        try:
+          eval_metrics = _restore_and_train(run)
+        finally:
+          checkpointer.close()  # waits for the last save: a preempted run reports it saved
+      except Exception as e:
+        if checkpoint_lib.is_disk_full(e):
+          latest = checkpointer.remove_unfinished()
+          raise _disk_full(workdir, "no checkpoint was completed" if latest is None else
+                           f"the newest complete checkpoint is step {latest}, and the unfinished "
+                           "one was removed") from None
+        raise
   finally:
     if lock is not None:
       lock.release()
+  if run.preempted is not None:
+    _report_preemption(run.preempted, checkpointer.directory, is_primary)
   if is_primary and eval_metrics:
     print("Final: " + _format(eval_metrics), flush=True)
   return eval_metrics
+
+
+def _disk_full(workdir: str, kept: str) -> workdir_lib.DiskFullError:
+  """One line instead of Orbax's and TensorStore's tracebacks."""
+  return workdir_lib.DiskFullError(
+      f"The disk holding --workdir={workdir} is full (No space left on device): {kept}. Free "
+      "space, or move the workdir to a larger disk, then run the same command to resume.")
+
+
+def _report_preemption(stopped: preemption.Preempted, directory: str, is_primary: bool) -> None:
+  """The one line a preempted run prints (process 0), then its exit (every process)."""
+  if is_primary:
+    saved = (f"checkpoint of step {stopped.saved_step} saved in {directory}"
+             if stopped.saved_step == stopped.step else
+             f"step {stopped.step} not saved (its updates were non-finite), newest checkpoint "
+             f"step {stopped.saved_step}")
+    print(f"Stopped by {preemption.name(stopped.signum)} after step {stopped.step}: {saved}; run "
+          f"the same command to resume (exit status {stopped.code}).", flush=True)
+  raise stopped
 
 
 def _restore_and_train(run: Run) -> dict[str, float]:
@@ -82,9 +132,13 @@ def _restore_and_train(run: Run) -> dict[str, float]:
   resuming = checkpointer.latest_step() is not None
   workdir_lib.check_config_change(run.config, run.workdir, resuming)
   if resuming:
+    sources.check(run.config, run.workdir)
     start_step, state = checkpointer.restore(trainer.abstract_state(), run.train_iter)
     logging.info("Resumed from step %d in %s", start_step, checkpointer.directory)
   else:
+    if (run.config.init_from and run.is_primary
+        and "://" not in run.workdir + run.config.init_from):
+      sources.record(trainer.task, run.config, run.workdir)  # before reading: what is read
     start_step, state = 0, trainer.fresh_state()
   if run.is_primary:  # only now: a refused workdir keeps the config.json of its own run
     workdir_lib.save_config(run.config, run.workdir)
@@ -103,6 +157,7 @@ def _train(run: Run, state: TrainState, start_step: int) -> dict[str, float]:
   eval_metrics: dict[str, float] = {}
   step, compiled, started = start_step, None, time.perf_counter()
   previous_count = None
+  run.guard.training = True  # from here a signal stops the loop at a step boundary
   try:
     while step < config.num_train_steps:
       batch = sharding.to_global(next(run.train_iter), trainer.batch_sharding)
@@ -126,17 +181,21 @@ def _train(run: Run, state: TrainState, start_step: int) -> dict[str, float]:
                                 trainer.batch_sharding)
         writer.write(step, eval_metrics, prefix="eval_")
         writer.print(f"step {step}: {_format(eval_metrics)}")
-      preempted = run.checkpointer.reached_preemption(step)
+      stop = run.guard.stop_at(step)
+      preempted = stop is not None and step >= stop[0]
+      saved = False
       if (step % config.checkpoint_every_steps == 0 or step == config.num_train_steps
           or preempted):
-        _save(run, step, state, preempted, writer)
-      if preempted:
-        writer.print(f"Preempted at step {step}: checkpoint saved; run the same command to "
-                     "resume.")
+        saved = _save(run, step, state, preempted, writer)
+      if preempted and step < config.num_train_steps:
+        assert stop is not None
+        run.preempted = preemption.Preempted(
+            stop[1], step, step if saved else run.checkpointer.latest_step())
         break
     _stop_if_diverging(previous_count, step, run)
-    writer.print(f"Done: steps {start_step} -> {step} in {time.perf_counter() - started:.1f} s; "
-                 f"peak host memory {_peak_rss_mib():.0f} MiB.")
+    if run.preempted is None:
+      writer.print(f"Done: steps {start_step} -> {step} in {time.perf_counter() - started:.1f} s; "
+                   f"peak host memory {_peak_rss_mib():.0f} MiB.")
   finally:
     writer.close()
   return eval_metrics
@@ -162,6 +221,7 @@ def _train_row(trainer: trainer_lib.Trainer, state: TrainState, metrics: dict[st
       row["tokens_per_second"] = examples_per_second * task.tokens_per_example()
     if peak:
       row["mfu"] = examples_per_second * task.flops_per_example() / (peak * jax.device_count())
+  metrics_lib.add_useful_rates(row)
   row.update(metrics_lib.trust_ratio_stats(state.opt_state))
   return row
 
@@ -185,15 +245,16 @@ def _peak_rss_mib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _save(run: Run, step: int, state: TrainState, preempted: bool, writer) -> None:
+def _save(run: Run, step: int, state: TrainState, preempted: bool, writer) -> bool:
   """Saves, unless the last update was skipped as non-finite: a diverging run must not replace
   its last good checkpoints (they are what a restart with a lower learning rate needs)."""
   skipped = int(metrics_lib.to_host(state.nonfinite_in_a_row))
   if skipped:
     writer.print(f"Not saving step {step}: its last {skipped} update(s) were skipped as "
                  f"non-finite; the newest checkpoint stays step {run.checkpointer.latest_step()}.")
-    return
+    return False
   run.checkpointer.save(step, state, run.train_iter, force=preempted)
+  return True
 
 
 def _stop_if_diverging(count: jax.Array | None, step: int, run: Run) -> None:

@@ -59,15 +59,17 @@ def dumps_row(row: Mapping[str, Any]) -> str:
 
 
 def _rows_through(text: str, last_step: int) -> tuple[list[str], int]:
-  """The lines of a metrics.jsonl for steps <= last_step (rewritten strictly), and the count of
-  lines dropped (later steps, and a line torn by a kill mid-write)."""
-  kept, dropped = [], 0
-  for line in text.splitlines():
+  """The lines of a metrics.jsonl for steps <= last_step (rows rewritten strictly), and the count
+  of lines dropped (later steps, and a last line torn by a kill mid-write). Lines that are not
+  rows of the run (a note a user or a tool appended) are kept as they are."""
+  *lines, torn = text.split("\n")  # every row ends with a newline: `torn` is "" or cut short
+  kept, dropped = [], int(bool(torn))
+  for line in lines:
     try:
       row = json.loads(line)  # accepts the bare NaN that earlier versions wrote
       step = int(row["step"])
     except (ValueError, KeyError, TypeError):
-      dropped += 1
+      kept.append(line)
       continue
     if step <= last_step:
       kept.append(dumps_row(row))
@@ -249,6 +251,24 @@ class Throughput:
     if last is None or step <= last[0]:
       return None
     return self.examples_per_step * (step - last[0]) / (now - last[1])
+
+
+def add_useful_rates(row: dict[str, Any]) -> dict[str, Any]:
+  """Adds ``useful_tokens_per_second`` and ``useful_mfu`` beside ``tokens_per_second`` and
+  ``mfu``: the same rates with padding tokens not counted, from the task's
+  ``useful_token_fraction`` of the step's batch (non-padding tokens / tokens). The FLOPs of a
+  padding token are taken as those of any other token.
+
+  >>> add_useful_rates({"tokens_per_second": 1000.0, "mfu": 0.5, "useful_token_fraction": 0.8})
+  {'tokens_per_second': 1000.0, 'mfu': 0.5, 'useful_token_fraction': 0.8, \
+'useful_tokens_per_second': 800.0, 'useful_mfu': 0.4}
+  """
+  fraction = row.get("useful_token_fraction")
+  if fraction is not None:
+    for name in ("tokens_per_second", "mfu"):
+      if name in row:
+        row["useful_" + name] = row[name] * fraction
+  return row
 
 
 def peak_flops(device: Any) -> float:

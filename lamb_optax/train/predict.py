@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 from lamb_optax import tasks
 from lamb_optax.train import checkpoint
+from lamb_optax.train import workdir as workdir_lib
 
 # The tasks whose module has a predict step.
 PREDICTING = ("glue", "squad", "text_classification")
@@ -31,6 +32,7 @@ PREDICTING = ("glue", "squad", "text_classification")
 def predict(workdir: str, input_file: str | None = None,
             output_file: str | None = None) -> dict[str, float]:
   """The metrics of ``workdir``'s newest checkpoint (see the module docstring)."""
+  workdir = workdir_lib.expand(workdir)
   path = os.path.join(workdir, "config.json")
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{workdir} has no config.json: is it a lamb_optax.train workdir?")

@@ -21,6 +21,7 @@ from lamb_optax import sharding
 from lamb_optax.models.bert import BertForPreTraining
 from lamb_optax.tasks import bert_pretraining
 from lamb_optax.train import checkpoint as checkpoint_lib
+from lamb_optax.train import workdir as workdir_lib
 
 MASK = "[MASK]"
 
@@ -34,6 +35,7 @@ class Pretrained:
 
 def load(workdir: str) -> Pretrained:
   """The model of the newest checkpoint in ``workdir`` and the tokenizer of its data."""
+  workdir = workdir_lib.expand(workdir)
   path = epath.Path(workdir) / "config.json"
   if not path.exists():
     raise FileNotFoundError(f"{workdir} has no config.json: is it a lamb_optax.train workdir?")

@@ -24,6 +24,7 @@ from lamb_optax import sharding
 from lamb_optax import tasks
 from lamb_optax.train import checkpoint as checkpoint_lib
 from lamb_optax.train import plan as plan_lib
+from lamb_optax.train import sources
 from lamb_optax.train import step as step_lib
 from lamb_optax.train import workdir as workdir_lib
 
@@ -56,8 +57,8 @@ class Trainer:
     ``init_from`` names another run (phase 1 of two-phase pretraining, a pretrained model to
     fine-tune). A task whose params differ from the source's (a fine-tuning head, a Hugging Face
     checkpoint) defines ``params_from(source, restore_params) -> params`` (``restore_params``:
-    :func:`lamb_optax.train.checkpoint.restore_params`, for reading a run's checkpoint);
-    otherwise the same tree is restored from the source's latest checkpoint.
+    :func:`lamb_optax.train.checkpoint.restore_params`, the checksummed reader of other runs);
+    otherwise the same tree is restored from the source's newest intact checkpoint.
     """
     source = self.config.init_from
     if not source:
@@ -154,7 +155,8 @@ def build(config: ml_collections.ConfigDict, workdir: str | None, *,
   if workdir is not None:
     workdir_lib.check_writable(workdir)
   mesh = sharding.make_mesh(dict(config.mesh), devices=devices)
-  task = tasks.build(config, mesh, workdir)
+  # A resumed fine-tuning run builds its encoder from its own copies (lamb_optax/train/sources.py).
+  task = tasks.build(sources.for_build(config, workdir), mesh, workdir)
   _check_divisible(task.abstract_params(), task.param_shardings, mesh)
   tx, learning_rate = recipes.build_optimizer(config, task.stacked_axes)
   with jax.set_mesh(mesh):

@@ -50,8 +50,22 @@ class WorkdirError(RuntimeError):
   """The workdir cannot be used by this run (in use, not writable, another run's config)."""
 
 
+class DiskFullError(WorkdirError):
+  """The workdir's disk filled up; the message is one line saying what remains and what to do."""
+
+
 def _is_remote(workdir: str) -> bool:
   return "://" in workdir
+
+
+def expand(path: str) -> str:
+  """``path`` with ``~`` expanded: a shell leaves ``--workdir=~/x`` as it is, and the run would
+  otherwise write to a directory named ``~``.
+
+  >>> expand("gs://b/~x")
+  'gs://b/~x'
+  """
+  return path if _is_remote(path) else os.path.expanduser(path)
 
 
 def new_file_problem(path: str, flag: str) -> str | None:

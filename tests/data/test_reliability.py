@@ -1,10 +1,13 @@
 """Data-side reliability: --overwrite deletes only our own datasets, interrupted builds are cleaned
 up, input is bounded, flags are checked up front, vocabularies must match, Grain workers die
-with their parent."""
+with their parent; a Hugging Face directory's tokenizer files, SQuAD data files and predictions
+files are checked before training or scoring, each error naming the file and the place."""
 
 import copy
 import fcntl
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -209,3 +212,162 @@ def test_grain_workers_die_with_a_killed_parent():
     for worker in workers:  # only on failure: do not leave them behind either
       if worker.is_running():
         worker.kill()
+
+
+# ---------------------------------------------------------------------------------------------
+# A Hugging Face directory's tokenizer files, checked when init_from is resolved.
+
+def _hf_dir(tmp_path, vocab_tokens, vocab_size, tokenizer_config=None):
+  from lamb_optax.data import tokenizer
+  d = tmp_path / "hf"
+  d.mkdir()
+  (d / "config.json").write_text(json.dumps({
+      "model_type": "bert", "vocab_size": vocab_size, "hidden_size": 32, "num_hidden_layers": 1,
+      "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 16}))
+  (d / "model.safetensors").write_bytes(b"")  # resolving reads no weights
+  tokens = list(tokenizer.SPECIAL_TOKENS) + [f"w{i}" for i in range(vocab_tokens - 5)]
+  (d / "vocab.txt").write_text("".join(t + "\n" for t in tokens))
+  if tokenizer_config is not None:
+    (d / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+  return d
+
+
+def _resolve(directory):
+  from lamb_optax.tasks import finetuning
+  from lamb_optax.train import config as config_lib
+  config = config_lib.default_config()
+  config.init_from = str(directory)
+  return finetuning.resolve_encoder(config)
+
+
+def test_a_vocab_larger_than_the_checkpoints_vocab_size_is_refused(tmp_path):
+  """Ids past the embedding table made every loss NaN, every step skipped, and exit 0."""
+  d = _hf_dir(tmp_path, vocab_tokens=40, vocab_size=30)
+  with pytest.raises(ValueError, match=r"vocab\.txt' has 40 tokens, but .*config\.json' has "
+                                       r"vocab_size=30.*NaN.*finetune\.vocab_file"):
+    _resolve(d)
+
+
+def test_a_vocab_smaller_than_a_padded_vocab_size_is_accepted(tmp_path):
+  assert _resolve(_hf_dir(tmp_path, vocab_tokens=30, vocab_size=32)).bert_config.vocab_size == 32
+
+
+@pytest.mark.parametrize("value, lower", [("false", False), ("False", False), ("true", True),
+                                          (False, False), (True, True)])
+def test_do_lower_case_strings_are_parsed(tmp_path, value, lower):
+  # bool("false") is True: a cased checkpoint was lower-cased.
+  d = _hf_dir(tmp_path, 30, 30, {"do_lower_case": value})
+  assert _resolve(d).do_lower_case is lower
+
+
+@pytest.mark.parametrize("value", ["no", "", 0, 1, None, [True]])
+def test_do_lower_case_that_is_not_a_boolean_is_refused(tmp_path, value):
+  d = _hf_dir(tmp_path, 30, 30, {"do_lower_case": value})
+  with pytest.raises(ValueError, match=r"tokenizer_config\.json: do_lower_case is .*must be true "
+                                       r"or false"):
+    _resolve(d)
+
+
+# ---------------------------------------------------------------------------------------------
+# SQuAD files: structure, positions, ids; predictions files for scripts/squad_eval.py.
+
+def _squad(**qa_changes):
+  qa = {"id": "q0", "question": "Who?", "answers": [{"text": "fox", "answer_start": 4}]}
+  return {"version": "1.1", "data": [{"title": "t", "paragraphs": [
+      {"context": "The fox ran.", "qas": [qa]},
+      {"context": "A dog sat.", "qas": [qa | {"id": "q1", "answers": [{"text": "dog",
+                                                                         "answer_start": 2}]},
+                                        qa | qa_changes]}]}]}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"id": 7}, r"qas\[1\]\.id must be a str, got int 7"),
+    ({"answers": "fox"}, r"qas\[1\]\.answers \(question id 'q2'\) must be a list, got str 'fox'"),
+    ({"answers": [{"text": "dog", "answer_start": "2"}]},
+     r"qas\[1\]\.answers\[0\]\.answer_start \(question id 'q2'\) must be a int, got str '2'"),
+    ({"answers": [{"text": "dog", "answer_start": -1}]},
+     r"qas\[1\]\.answers\[0\]\.answer_start \(question id 'q2'\) is -1; it must be >= 0"),
+    ({"question": None}, r"qas\[1\]\.question \(question id 'q2'\) must be a str, got NoneType"),
+])
+def test_squad_structure_errors_name_the_file_and_position(tmp_path, change, message):
+  """These were a bare KeyError/TypeError (or int('2') read silently) with no file or place."""
+  from lamb_optax.data import squad
+  path = tmp_path / "train-v1.1.json"
+  path.write_text(json.dumps(_squad(**({"id": "q2"} | change))))
+  where = r"data\[0\]\.paragraphs\[1\]\."
+  with pytest.raises(ValueError, match=rf"train-v1\.1\.json: {where}{message}"):
+    squad.read_examples(str(path), is_training=True)
+
+
+def test_squad_paragraph_without_context_is_named(tmp_path):
+  from lamb_optax.data import squad
+  dataset = _squad(id="q2")
+  del dataset["data"][0]["paragraphs"][1]["context"]
+  (tmp_path / "dev.json").write_text(json.dumps(dataset))
+  with pytest.raises(ValueError, match=r"dev\.json: data\[0\]\.paragraphs\[1\]\.context must be "
+                                       r"a str, got nothing.*'data': \[\{'paragraphs'"):
+    squad.read_examples(str(tmp_path / "dev.json"), is_training=False)
+
+
+def test_squad_file_that_is_not_json_names_file_and_line(tmp_path):
+  from lamb_optax.data import squad
+  (tmp_path / "dev.json").write_text('{"data": [\n  {"paragraphs": ]}\n')
+  with pytest.raises(ValueError, match=r"dev\.json is not valid JSON: .*line 2"):
+    squad.read_examples(str(tmp_path / "dev.json"), is_training=False)
+
+
+def test_duplicate_squad_question_ids_are_refused(tmp_path):
+  """Two questions with one id collapsed into one prediction, silently."""
+  from lamb_optax.data import squad
+  (tmp_path / "dev.json").write_text(json.dumps(_squad(id="q0")))
+  with pytest.raises(ValueError, match=r"dev\.json: question id 'q0' appears twice, at "
+                                       r"data\[0\]\.paragraphs\[0\]\.qas\[0\] and "
+                                       r"data\[0\]\.paragraphs\[1\]\.qas\[1\]"):
+    squad.read_examples(str(tmp_path / "dev.json"), is_training=False)
+  rows = [{"id": i, "question": "Who?", "context": "The fox ran.",
+           "answers": {"text": ["fox"], "answer_start": [4]}} for i in (b"a", b"b", b"a")]
+  with pytest.raises(ValueError, match=r"TFDS squad/v1.1 train: question id 'a' appears twice, "
+                                       r"at rows 0 and 2"):
+    squad.examples_from_tfds(rows, True, source="TFDS squad/v1.1 train")
+
+
+def _squad_eval(*args):
+  sys.path.insert(0, os.path.join(ROOT, "scripts"))
+  try:
+    import squad_eval  # pylint: disable=g-import-not-at-top
+  finally:
+    sys.path.pop(0)
+  return squad_eval.main([str(a) for a in args])
+
+
+@pytest.mark.parametrize("predictions, message", [
+    (["fox", "dog"], r"pred\.json holds a JSON list, not an object: a predictions file maps "
+                     r"each question id to its answer text"),
+    ({"q0": ["fox"]}, r"pred\.json: the prediction for question 'q0' is list"),
+])
+def test_squad_eval_refuses_predictions_of_another_shape(tmp_path, capsys, predictions, message):
+  """A list of answers was scored as 0 with exit code 0."""
+  (tmp_path / "dev.json").write_text(json.dumps(_squad(id="q2")))
+  (tmp_path / "pred.json").write_text(json.dumps(predictions))
+  assert _squad_eval(tmp_path / "dev.json", tmp_path / "pred.json") == 2
+  assert re.search(message, capsys.readouterr().err)
+  (tmp_path / "pred.json").write_text(json.dumps({"q0": "fox", "q1": "x", "q2": "fox"}))
+  assert _squad_eval(tmp_path / "dev.json", tmp_path / "pred.json") == 0
+  assert json.loads(capsys.readouterr().out)["exact_match"] == pytest.approx(200 / 3)
+
+
+def test_squad_eval_refuses_a_data_file_with_repeated_ids(tmp_path, capsys):
+  (tmp_path / "dev.json").write_text(json.dumps(_squad(id="q1")))
+  (tmp_path / "pred.json").write_text(json.dumps({"q0": "fox", "q1": "x"}))
+  assert _squad_eval(tmp_path / "dev.json", tmp_path / "pred.json") == 2
+  assert "question id 'q1' appears twice" in capsys.readouterr().err
+
+
+def test_squad_eval_refuses_a_question_without_answers(tmp_path, capsys):
+  """Scoring takes the best over a question's answers: none crashed inside max()."""
+  dataset = _squad(id="q2", answers=[])
+  (tmp_path / "dev.json").write_text(json.dumps(dataset))
+  (tmp_path / "pred.json").write_text(json.dumps({"q0": "fox", "q1": "x", "q2": "y"}))
+  assert _squad_eval(tmp_path / "dev.json", tmp_path / "pred.json") == 2
+  assert re.search(r"dev\.json: data\[0\]\.paragraphs\[1\]\.qas\[1\]\.answers \(question id "
+                   r"'q2'\) is empty", capsys.readouterr().err)

@@ -152,9 +152,12 @@ def test_run_dry_run(capsys):
   script = remote(cmd)
   train = shlex.join(["python3", "-m", "lamb_optax.train", "--config=configs/bert_base_phase1.py",
                       "--workdir=gs://b/base_p1", *DATA])
-  assert f"nohup env LIBTPU_INIT_ARGS=--xla_tpu_enable_async_all_gather=true {train} >> " in script
+  wrapper = (f"env LIBTPU_INIT_ARGS=--xla_tpu_enable_async_all_gather=true {train} & "
+             'echo $! > "$HOME/lamb_optax_logs/train.pid"; wait $!; '
+             'echo $? > "$HOME/lamb_optax_logs/train.exit"')
+  assert f"nohup bash -c {shlex.quote(wrapper)} >> " in script
   assert "coordinator_address" not in script
-  assert '"$HOME/lamb_optax_logs/train.log" 2>&1 < /dev/null & echo $! >' in script
+  assert '"$HOME/lamb_optax_logs/train.log" 2>&1 < /dev/null & ' in script
 
 
 def test_run_config_path_is_made_repo_relative(capsys):
@@ -403,7 +406,7 @@ def test_config_load_is_the_trainers_parsing(monkeypatch):
     ("configs/tiny.py", ["--config.global_batch_szie=4"],
      "no key 'global_batch_szie'. Did you mean \"global_batch_size\""),
     ("configs/tiny.py", ["--config.dta.source=x"], "no key 'dta.source'"),
-    ("configs/tiny.py", ["--config.optimizer.kwargs.b1=0.9"], "no key 'optimizer.kwargs.b1'"),
+    ("configs/tiny.py", ["--config.optimizer.kwargs.b11=0.9"], "no key 'optimizer.kwargs.b11'"),
     ("configs/tiny.py", ["--config.learning_rate=abc"], "could not convert string to float"),
     ("configs/tiny.py", ["--config.mesh.data=2.5"], "--config.KEY=VALUE"),
     ("configs/tiny.py", ["--config.global_batch_size"], "Missing value"),
@@ -460,3 +463,121 @@ def test_compile_check_command_and_refusal(monkeypatch, capsys):
     with pytest.raises(real.UsageError, match=message):
       real.compile_check("configs/tiny.py", slice_)
   assert "micro_batch_size" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["delete", "--", "--zone=elsewhere"], "TPU name '--zone=elsewhere'"),
+    (["delete", "-5"], "TPU name '-5'"),
+    (["delete", "Bert_Base"], "lowercase letters"),
+    (["stop", "bert", "--grace-seconds=-5"], "--grace-seconds=-5: must be >= 0"),
+])
+def test_names_and_grace_seconds_are_checked(capsys, argv, message):
+  assert message in refused(capsys, *argv, *WHERE, "--dry-run")
+
+
+def _fake_trainer(tmp_path, body):
+  """A fake $HOME with ~/lamb_optax and a python3 that runs ``body`` (sh)."""
+  home = tmp_path / "home"
+  (home / "lamb_optax").mkdir(parents=True)
+  fake = tmp_path / "fakebin"
+  fake.mkdir()
+  (fake / "python3").write_text("#!/bin/sh\n" + body)
+  (fake / "python3").chmod(0o755)
+  return home, f"{fake}{os.pathsep}/usr/bin{os.pathsep}/bin"
+
+
+def _wait_for_file(path, timeout=30):
+  deadline = time.time() + timeout
+  while not path.exists() and time.time() < deadline:
+    time.sleep(0.05)
+  return path.exists()
+
+
+@pytest.mark.parametrize("body, code, says", [
+    # As the trainer does on SIGTERM: save, one line, exit 143.
+    ("trap 'echo \"Stopped by SIGTERM after step 7: checkpoint of step 7 saved in /w; run the "
+     "same command to resume (exit status 143).\"; exit 143' TERM\n"
+     "while :; do sleep 0.1; done\n", 143,
+     ["stopped pid", "stopped by SIGTERM (exit status 143): preempted, resumable",
+      "Stopped by SIGTERM after step 7"]),
+    ("trap '' TERM\nwhile :; do sleep 0.1; done\n", None,  # ignores SIGTERM: SIGKILLed
+     ["killed pid", "without a final save"]),
+])
+def test_stop_reports_how_the_trainer_ended(tmp_path, body, code, says):
+  home, path = _fake_trainer(tmp_path, body)
+  (run,) = tpu_pod.run_commands("b", "z", "p", "configs/tiny.py", "/tmp/w")
+  (stop,) = tpu_pod.stop_commands("b", "z", "p", grace_seconds=2)
+  (status,) = tpu_pod.status_commands("b", "z", "p")[1:]
+  r = _bash(remote(run), home, path)
+  assert r.returncode == 0 and "started pid" in r.stdout, r.stderr
+  pid = int((home / "lamb_optax_logs" / "train.pid").read_text())
+  try:
+    time.sleep(0.5)  # the trap is set
+    r = _bash(remote(stop), home, path)
+  finally:
+    try:
+      os.kill(pid, 9)
+    except ProcessLookupError:
+      pass
+  for text in says:
+    assert text in r.stdout, r.stdout
+  if code is not None:
+    assert (home / "lamb_optax_logs" / "train.exit").read_text().strip() == str(code)
+    assert "preempted, resumable" in _bash(remote(status), home, path).stdout
+
+
+def test_status_reports_a_failed_and_a_finished_trainer(tmp_path):
+  for body, says in (("exit 1\n", "the trainer failed (exit status 1); see logs"),
+                     ("exit 0\n", "the trainer finished (exit status 0)")):
+    home, path = _fake_trainer(tmp_path / body.split()[1], body)
+    (run,) = tpu_pod.run_commands("b", "z", "p", "configs/tiny.py", "/tmp/w")
+    (status,) = tpu_pod.status_commands("b", "z", "p")[1:]
+    assert _bash(remote(run), home, path).returncode == 0
+    assert _wait_for_file(home / "lamb_optax_logs" / "train.exit")
+    assert says in _bash(remote(status), home, path).stdout
+
+
+@pytest.mark.slow
+def test_stop_preempts_a_real_trainer_and_run_resumes_it_bit_identically(
+    tmp_path, pretraining_data_dir):
+  """The launcher's own remote scripts, run for real on this machine (a fake $HOME whose
+  ~/lamb_optax is this repository, python3 this interpreter): `stop` SIGTERMs the trainer at
+  step 3 or later, the trainer saves that step and exits 143, `stop` says it is resumable; the
+  same `run` resumes it and its losses equal an uninterrupted run's, bit for bit."""
+  import trainer_runs  # pylint: disable=g-import-not-at-top
+  home, path = _fake_trainer(tmp_path, f'exec {shlex.quote(sys.executable)} "$@"\n')
+  (home / "lamb_optax").rmdir()
+  (home / "lamb_optax").symlink_to(ROOT)
+  flags = {**trainer_runs.SMALL, "micro_batch_size": 4, "data.data_dir": pretraining_data_dir}
+  overrides = [f"--config.{k}={v}" for k, v in flags.items()]
+  env = [f"{k}={v}" for k, v in trainer_runs.environment(4).items()
+         if k in ("XLA_FLAGS", "JAX_PLATFORMS", "PYTHONPATH", "JAX_COMPILATION_CACHE_DIR",
+                  "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")]
+  reference, workdir = str(tmp_path / "reference"), str(tmp_path / "run")
+  trainer_runs.run(reference, {"micro_batch_size": 4}, pretraining_data_dir, devices=4)
+  (run,) = tpu_pod.run_commands("b", "z", "p", "configs/tiny.py", workdir, overrides, env)
+  (stop,) = tpu_pod.stop_commands("b", "z", "p", grace_seconds=120)
+  exit_file = home / "lamb_optax_logs" / "train.exit"
+  assert _bash(remote(run), home, path).returncode == 0
+  pid = int((home / "lamb_optax_logs" / "train.pid").read_text())
+  try:
+    deadline = time.time() + 600
+    while time.time() < deadline and not exit_file.exists() and not (
+        os.path.exists(os.path.join(workdir, "metrics.jsonl"))
+        and max(trainer_runs.losses(workdir), default=0) >= 3):
+      time.sleep(0.05)
+    assert not exit_file.exists(), (home / "lamb_optax_logs" / "train.log").read_text()[-3000:]
+    r = _bash(remote(stop), home, path)
+  finally:
+    try:
+      os.kill(pid, 9)
+    except ProcessLookupError:
+      pass
+  assert "preempted, resumable" in r.stdout, r.stdout
+  saved = max(int(n) for n in os.listdir(os.path.join(workdir, "checkpoints")) if n.isdigit())
+  assert saved == max(trainer_runs.losses(workdir)) and saved < 8
+  assert f"Stopped by SIGTERM after step {saved}: checkpoint of step {saved} saved" in r.stdout
+  exit_file.unlink()
+  assert _bash(remote(run), home, path).returncode == 0
+  assert _wait_for_file(exit_file, timeout=600) and exit_file.read_text().strip() == "0"
+  assert trainer_runs.losses(workdir) == trainer_runs.losses(reference)

@@ -1,5 +1,7 @@
 """GLUE: metrics against scikit-learn/SciPy, exact from batch sums; the TSV and TFDS readers."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -113,6 +115,28 @@ def test_labels_out_of_a_glue_tasks_range_are_refused(tmp_path):
     glue.read_tsv(glue.glue_task("sst2"), str(tmp_path / "train.tsv"))
 
 
+@pytest.mark.parametrize("label", ["7", "maybe", "-1", "1.0", ""])
+def test_sst2_labels_outside_its_classes_name_file_line_value_and_classes(tmp_path, label):
+  (tmp_path / "train.tsv").write_text(f"sentence\tlabel\ngood\t1\nodd\t{label}\n")
+  with pytest.raises(ValueError, match=rf"train.tsv line 3: label '{re.escape(label)}' is not "
+                                       r"one of this GLUE task's classes \['negative', "
+                                       r"'positive'\] \(or 0..1\)"):
+    glue.read_tsv(glue.glue_task("sst2"), str(tmp_path / "train.tsv"))
+
+
+@pytest.mark.parametrize("score", ["maybe", "5.5", "-0.5", "nan", "inf", ""])
+def test_stsb_scores_must_be_numbers_in_range(tmp_path, score):
+  """A word or an out-of-range score failed with a bare float() error, or trained on it."""
+  header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2"
+  row = "0\tmain\tx\t2012\t0\tnone\tnone\tA man runs.\tA man moves."
+  (tmp_path / "dev.tsv").write_text(f"{header}\tscore\n{row}\t3.8\n{row}\t{score}\n")
+  with pytest.raises(ValueError, match=rf"dev.tsv line 3: label '{re.escape(score)}' is not an "
+                                       r"STS-B similarity score, a number in \[0, 5\]"):
+    glue.read_tsv(glue.glue_task("stsb"), str(tmp_path / "dev.tsv"))
+  (tmp_path / "dev.tsv").write_text(f"{header}\tscore\n{row}\t3.8\n{row}\t5\n")
+  assert glue.read_tsv(glue.glue_task("stsb"), str(tmp_path / "dev.tsv"))[1] == [3.8, 5.0]
+
+
 def _rows(task):
   return [{**{k: f"text {k} {i}".encode() for k in task.text_keys},
            "label": (i % 5) * 1.0 if not task.labels else i % len(task.labels), "idx": i}
@@ -155,3 +179,14 @@ def test_unprepared_tfds_says_how_to_prepare(tmp_path):
   pytest.importorskip("tensorflow_datasets")
   with pytest.raises(ValueError, match="tfds build glue/rte"):
     glue.read_tfds(glue.glue_task("rte"), "validation", str(tmp_path))
+
+
+def test_tfds_labels_outside_the_classes_are_refused(monkeypatch):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  task = glue.glue_task("sst2")
+  rows = _rows(task)
+  rows[4]["label"] = np.int64(-1)  # TFDS's GLUE test splits carry no labels: -1
+  monkeypatch.setattr(tfds, "data_source", lambda *args, **kwargs: rows)
+  with pytest.raises(ValueError, match=r"TFDS glue/sst2 split 'validation' row 4: label '-1' is "
+                                       r"not one of this GLUE task's classes"):
+    glue.read_tfds(task, task.eval_split)

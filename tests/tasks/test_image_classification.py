@@ -130,3 +130,19 @@ def test_bad_image_settings_are_refused():
     trainer_lib.build(image_config(**{"image.image_size": 32}), None, devices=jax.devices()[:1])
   with pytest.raises(ValueError, match="batch_norm_group_size"):
     run_steps(image_config(**{"image.batch_norm_group_size": 3}), devices=1, steps=1)
+
+
+@pytest.mark.parametrize("key, value, interval", [
+    ("label_smoothing", 2.0, r"\[0, 1\)"), ("label_smoothing", -1.0, r"\[0, 1\)"),
+    ("label_smoothing", 1.0, r"\[0, 1\)"), ("batch_norm_momentum", 1.5, r"\[0, 1\]"),
+    ("batch_norm_momentum", -0.1, r"\[0, 1\]"), ("dropout", 1.0, r"\[0, 1\)"),
+])
+def test_image_settings_out_of_range_are_refused_at_config_time(key, value, interval):
+  """Label smoothing 2.0 or -1 and BatchNorm momentum 1.5 trained without complaint."""
+  with pytest.raises(ValueError, match=rf"image\.{key} must lie in {interval}, got {value}"):
+    trainer_lib.build(image_config(**{f"image.{key}": value}), None, devices=jax.devices()[:1])
+
+
+def test_image_settings_at_the_edges_of_their_range_are_accepted():
+  config = image_config(**{"image.label_smoothing": 0.0, "image.batch_norm_momentum": 1.0})
+  trainer_lib.build(config, None, devices=jax.devices()[:1])

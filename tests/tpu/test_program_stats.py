@@ -52,22 +52,67 @@ ENTRY %main (a: f32[10,64], i: s32[], b: f32[10,64]) -> f32[10,64] {
 
 
 def test_async_copies_and_slices_count_what_they_move_once():
-  """XLA:TPU's async slice of a (16, 128) bf16 array into VMEM (memory space S(1)) and an async
-  copy, as the optimized HLO of a train step's loop holds them."""
+  """XLA:TPU's async slice of a (16, 128) bf16 array into on-chip memory (memory space S(1)), an
+  async copy there (its tuple is (destination, source, context)) and one back to HBM, as the
+  optimized HLO of a train step holds them: HBM bytes are the reads from and writes to HBM."""
   text = """
 HloModule m
-ENTRY %main (a: bf16[16,128], b: bf16[8,128]) -> (bf16[4,128], bf16[8,128]) {
+ENTRY %main (a: bf16[16,128], b: bf16[8,128]) -> (bf16[4,128], bf16[8,128], bf16[8,128]) {
   %a = bf16[16,128]{1,0} parameter(0)
   %b = bf16[8,128]{1,0} parameter(1)
   %ss = ((bf16[16,128]{1,0}), bf16[4,128]{1,0:S(1)}, s32[]) slice-start(%a), slice={[0:4], [0:128]}
   %sd = bf16[4,128]{1,0:S(1)} slice-done(%ss)
-  %cs = (bf16[8,128]{1,0}, bf16[8,128]{1,0:S(1)}, u32[]) copy-start(%b)
+  %cs = (bf16[8,128]{1,0:S(1)}, bf16[8,128]{1,0}, u32[]) copy-start(%b)
   %cd = bf16[8,128]{1,0:S(1)} copy-done(%cs)
-  ROOT %t = (bf16[4,128]{1,0:S(1)}, bf16[8,128]{1,0:S(1)}) tuple(%sd, %cd)
+  %back = (bf16[8,128]{1,0}, bf16[8,128]{1,0:S(1)}, u32[]) copy-start(%cd)
+  %bd = bf16[8,128]{1,0} copy-done(%back)
+  ROOT %t = (bf16[4,128]{1,0:S(1)}, bf16[8,128]{1,0:S(1)}, bf16[8,128]{1,0}) tuple(%sd, %cd, %bd)
 }
 """
   slice_bytes, copied_bytes = 4 * 128 * 2, 8 * 128 * 2
-  assert program_stats.analyse(text).bytes == 2 * slice_bytes + 2 * copied_bytes
+  stats = program_stats.analyse(text)
+  assert stats.bytes == slice_bytes + copied_bytes + copied_bytes  # HBM: read, read, write
+  assert stats.bytes_all_spaces == 2 * slice_bytes + 4 * copied_bytes
+
+
+def test_fusion_on_staged_operands_moves_no_hbm_bytes():
+  """A fusion reading an array staged in on-chip memory (S(3)) and writing one there."""
+  text = """
+HloModule m
+%fused (p0: f32[64,128], p1: f32[64,128]) -> f32[64,128] {
+  %p0 = f32[64,128]{1,0} parameter(0)
+  %p1 = f32[64,128]{1,0} parameter(1)
+  ROOT %s = f32[64,128]{1,0} add(%p0, %p1)
+}
+ENTRY %main (a: f32[64,128], b: f32[64,128]) -> f32[64,128] {
+  %a = f32[64,128]{1,0:S(3)} parameter(0)
+  %b = f32[64,128]{1,0} parameter(1)
+  ROOT %f = f32[64,128]{1,0:S(3)} fusion(%a, %b), kind=kLoop, calls=%fused
+}
+"""
+  stats = program_stats.analyse(text)
+  assert stats.bytes == 64 * 128 * 4  # only %b comes from HBM
+  assert stats.bytes_all_spaces == 3 * 64 * 128 * 4
+
+
+def test_matmul_flops_of_a_kernel_count_its_grid_and_one_branch():
+  """A Pallas kernel's body has one block's shapes; ``platform_dependent`` holds two branches."""
+  from jax.experimental import pallas as pl
+
+  def kernel(a_ref, b_ref, o_ref):
+    o_ref[...] = a_ref[...] @ b_ref[...]
+
+  def matmul(a, b):
+    call = lambda interpret: pl.pallas_call(
+        kernel, grid=(4,), in_specs=[pl.BlockSpec((8, 16), lambda i: (i, 0)),
+                                     pl.BlockSpec((16, 16), lambda i: (0, 0))],
+        out_specs=pl.BlockSpec((8, 16), lambda i: (i, 0)),
+        out_shape=jax.ShapeDtypeStruct((32, 16), jnp.float32), interpret=interpret)(a, b)
+    return jax.lax.platform_dependent(tpu=lambda: call(False), default=lambda: call(True))
+
+  jaxpr = jax.make_jaxpr(matmul)(jnp.ones((32, 16)), jnp.ones((16, 16)))
+  product = 2.0 * 32 * 16 * 16
+  assert program_stats.jaxpr_dot_flops(jaxpr) == (product, product)
 
 
 def test_matmul_flops_of_a_shard_map_body_count_every_shard():

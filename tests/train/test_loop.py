@@ -4,15 +4,21 @@ The default test run's end-to-end check of the trainer. The trainer CLI in fresh
 (layouts, multi-host, SIGKILLs) is tests/train/test_trainer.py, in the slow tier.
 """
 
+import errno
+import logging
 import os
 import shutil
+import signal
 
 import numpy as np
 import pytest
 
 import trainer_runs
+from lamb_optax.train import checkpoint as checkpoint_lib
 from lamb_optax.train import loop
+from lamb_optax.train import preemption
 from lamb_optax.train import pretrained
+from lamb_optax.train import workdir as workdir_lib
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +73,75 @@ def test_load_the_trained_model_and_fill_masks(trained_workdir):
   assert all(token in vocab for tokens in filled for token in tokens)
   with pytest.raises(ValueError, match="No \\[MASK\\]"):
     pretrained.fill_mask(run, "no mask here")
+
+
+@pytest.mark.slow  # a trainer run in this process, ~25 s on 2 cores
+def test_ctrl_c_saves_the_step_and_the_resumed_run_is_bit_identical(
+    trained_workdir, pretraining_data_dir, tmp_path, monkeypatch, capsys):
+  """SIGINT after step 3 (delivered to this process by the real handler): step 3 is saved, one
+  line says so and how to resume, the exit status is 130; the same call then resumes from step 3
+  and ends with the uninterrupted run's losses. (tests/train/test_preemption.py sends SIGTERM and
+  SIGINT to trainer processes, 1 and 2 of them, in the slow tier.)"""
+  workdir = str(tmp_path / "interrupted")
+  config = trainer_runs.small_config(pretraining_data_dir)
+  original = preemption.Guard.stop_at
+
+  def stop_at(guard, step):
+    if step == 3:
+      os.kill(os.getpid(), signal.SIGINT)
+    return original(guard, step)
+
+  monkeypatch.setattr(preemption.Guard, "stop_at", stop_at)
+  with pytest.raises(preemption.Preempted) as stopped:
+    loop.train_and_evaluate(config, workdir)
+  assert (stopped.value.code, stopped.value.saved_step) == (130, 3)
+  lines = [line for line in capsys.readouterr().out.splitlines() if "Stopped by" in line]
+  assert len(lines) == 1 and "Stopped by SIGINT after step 3: checkpoint of step 3 saved" in \
+      lines[0] and "run the same command to resume (exit status 130)" in lines[0], lines
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints")), key=int)[-1] == "3"
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers given back
+  monkeypatch.undo()
+  loop.train_and_evaluate(config, workdir)
+  rows = trainer_runs.rows(workdir)
+  assert [r["step"] for r in rows if "loss" in r and "eval_loss" not in r] == list(range(1, 9))
+  assert trainer_runs.losses(workdir) == trainer_runs.losses(trained_workdir)  # same bits
+
+
+def test_the_pretrained_loader_skips_a_corrupt_checkpoint(trained_workdir, tmp_path, caplog):
+  """pretrained.load reads through the checksummed reader: a flipped byte in the newest step is
+  named in a warning and the previous step is loaded, instead of wrong weights."""
+  workdir = tmp_path / "copy"
+  shutil.copytree(trained_workdir, workdir, ignore=shutil.ignore_patterns("run.lock"))
+  path = trainer_runs.flip_a_byte(str(workdir / "checkpoints" / "8"))
+  with caplog.at_level(logging.WARNING):
+    pretrained.load(str(workdir))
+  assert "step 8" in caplog.text and "corrupt" in caplog.text and os.path.basename(path) in \
+      caplog.text
+
+
+@pytest.mark.slow  # a trainer run in this process, ~25 s on 2 cores
+def test_a_full_disk_is_one_line_and_leaves_no_unfinished_checkpoint(
+    trained_workdir, pretraining_data_dir, tmp_path, monkeypatch):
+  """ENOSPC while saving step 4 (an Orbax temporary directory left behind, as a failed save
+  leaves it): one line naming the disk, the newest complete step and what to do; the temporary
+  directory removed; the same call resumes from step 2 once there is space, bit-identically."""
+  workdir = str(tmp_path / "full")
+  config = trainer_runs.small_config(pretraining_data_dir)
+  save = checkpoint_lib.Checkpointer.save
+
+  def save_until_full(checkpointer, step, *args, **kwargs):
+    if step == 4:
+      os.makedirs(os.path.join(checkpointer.directory, "4.orbax-checkpoint-tmp-1"))
+      raise OSError(errno.ENOSPC, "No space left on device")
+    return save(checkpointer, step, *args, **kwargs)
+
+  monkeypatch.setattr(checkpoint_lib.Checkpointer, "save", save_until_full)
+  with pytest.raises(workdir_lib.DiskFullError) as full:
+    loop.train_and_evaluate(config, workdir)
+  message = str(full.value)
+  assert "\n" not in message and "is full" in message and "step 2" in message
+  assert "run the same command to resume" in message
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2"]
+  monkeypatch.undo()
+  loop.train_and_evaluate(config, workdir)
+  assert trainer_runs.losses(workdir) == trainer_runs.losses(trained_workdir)

@@ -69,3 +69,18 @@ def test_outside_a_terminal_each_logged_step_is_one_line_timed_after_the_compile
   lines = capsys.readouterr().out.splitlines()
   assert len(lines) == 1 and lines[0].startswith("step 10/30 (33%): loss 1.5000, "), lines
   assert "step/s, ETA 0:" in lines[0]
+
+
+def test_lines_a_user_or_a_tool_added_are_kept_on_resume(tmp_path):
+  _run(tmp_path, 0, 12, 1.0)
+  path = tmp_path / "metrics.jsonl"
+  with open(path, "a") as f:
+    f.write("# lowered the learning rate here\n")
+    f.write('{"note": "from my tool", "run": 1}\n')
+  _run(tmp_path, 10, 12, 2.0)
+  lines = path.read_text().splitlines()
+  assert "# lowered the learning rate here" in lines
+  assert '{"note": "from my tool", "run": 1}' in lines
+  rows = [json.loads(line) for line in lines if line.startswith('{"step"')]
+  assert [(r["step"], r["loss"]) for r in rows if "loss" in r] == (
+      [(s, 1.0) for s in range(1, 11)] + [(11, 2.0), (12, 2.0)])

@@ -135,3 +135,24 @@ def test_a_key_added_to_the_schema_later_does_not_block_resuming(tmp_path):
   config.init_from_optimizer_state = True  # not the default: a real change
   with pytest.raises(workdir_lib.WorkdirError, match="init_from_optimizer_state: None -> True"):
     workdir_lib.check_config_change(config, str(tmp_path), resuming=True)
+
+
+def test_a_tilde_in_workdir_and_init_from_is_the_home_directory(tmp_path, monkeypatch):
+  """A shell leaves `--workdir=~/x` unexpanded; the trainer, predict and the pretrained loader
+  expand it instead of creating a directory named `~`."""
+  from lamb_optax.train import predict  # pylint: disable=g-import-not-at-top
+  from lamb_optax.train import pretrained  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv("HOME", str(tmp_path))
+  monkeypatch.chdir(tmp_path)
+  seen = {}
+  monkeypatch.setattr(loop, "_build_and_train",
+                      lambda config, workdir, guard: seen.update(workdir=workdir,
+                                                                 init_from=config.init_from))
+  config = trainer_runs.small_config(str(tmp_path / "data"))
+  config.init_from = "~/phase1"
+  loop.train_and_evaluate(config, "~/run")
+  assert seen == {"workdir": str(tmp_path / "run"), "init_from": str(tmp_path / "phase1")}
+  for load in (predict.predict, pretrained.load):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "run")):
+      load("~/run")
+  assert not (tmp_path / "~").exists()
