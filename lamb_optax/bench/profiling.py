@@ -160,7 +160,8 @@ CATEGORIES: tuple[tuple[str, Rule], ...] = (
      or n.startswith("wrapped_broadcast")),
     ("layer scan: taking one layer of the stacked weights (slices and their transposes)",
      lambda n, i: "dynamic-slice" in n or "dynamic_index_in_dim" in i.op_name
-     or "dynamic_slice" in i.op_name or (i.file == "bert.py" and "BertEncoder" in i.function)),
+     or "dynamic_slice" in i.op_name
+     or (i.file == "bert_encoder.py" and "BertEncoder" in i.function)),
     ("norms: gradient, new params, trust ratios", _files("_tree_math.py")),
     ("optimizer update", _files(*_OPTAX)),
     ("non-finite skip (select / conditional)", lambda n, i: i.file == "step.py" and (

@@ -5,13 +5,13 @@ Importing this package pulls in Flax; the optimizer (``lamb_optax``) does not ne
 
 from lamb_optax.models.bert import BertConfig
 from lamb_optax.models.bert import BertForPreTraining
-from lamb_optax.models.bert import BertModel
 from lamb_optax.models.bert import flops_per_token
 from lamb_optax.models.bert import masked_lm_loss
 from lamb_optax.models.bert import next_sentence_loss
 from lamb_optax.models.bert import random_batch
 from lamb_optax.models.bert import stacked_axes
 from lamb_optax.models.bert import validate_batch
+from lamb_optax.models.bert_encoder import BertModel
 from lamb_optax.models.hf import load_hf
 from lamb_optax.models.hf import save_hf
 

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lamb_optax.models import bert
+from lamb_optax.models import bert_encoder
 from lamb_optax.models.bert_config import BertConfig
 from lamb_optax.models.dropout import dropout
 from lamb_optax.models.inputs import encoder_inputs
@@ -41,16 +41,16 @@ class BertForSequenceClassification(nnx.Module):
       raise ValueError(f"num_labels must be >= 1 (1 = regression), got {num_labels}.")
     self.config = config
     self.num_labels = num_labels
-    self.bert = bert.BertModel(config, rngs=rngs)
-    self.classifier = bert._dense(config, config.hidden_size, num_labels, ("embed",), (None,),
-                                  rngs)
+    self.bert = bert_encoder.BertModel(config, rngs=rngs)
+    self.classifier = bert_encoder._dense(config, config.hidden_size, num_labels, ("embed",),
+                                          (None,), rngs)
 
   def __call__(self, input_ids, token_type_ids=None, attention_mask=None, *,
                dropout_rng: jax.Array | None = None) -> jax.Array:
     """Float32 logits (batch, num_labels); dropout iff ``dropout_rng`` is given."""
     input_ids, token_type_ids, attention_mask = encoder_inputs(
         self.config, input_ids, token_type_ids, attention_mask)
-    encoder_key, head_key = bert._split(dropout_rng, 2)
+    encoder_key, head_key = bert_encoder._split(dropout_rng, 2)
     # Only [CLS] is read: the last layer runs at position 0 alone (same values, less work).
     cls_only = jnp.zeros((input_ids.shape[0], 1), jnp.int32)
     hidden = self.bert(input_ids, token_type_ids, attention_mask, encoder_key,
@@ -64,8 +64,8 @@ class BertForQuestionAnswering(nnx.Module):
 
   def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
     self.config = config
-    self.bert = bert.BertModel(config, rngs=rngs)
-    self.qa_outputs = bert._dense(config, config.hidden_size, 2, ("embed",), (None,), rngs)
+    self.bert = bert_encoder.BertModel(config, rngs=rngs)
+    self.qa_outputs = bert_encoder._dense(config, config.hidden_size, 2, ("embed",), (None,), rngs)
 
   def __call__(self, input_ids, token_type_ids=None, attention_mask=None, *,
                dropout_rng: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:

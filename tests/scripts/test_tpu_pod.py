@@ -1,7 +1,8 @@
-"""scripts/tpu_pod.py: the gcloud commands each subcommand prints, the checks that refuse bad
-input before any gcloud call, and the remote shell snippets executed for real in a fake $HOME.
-Also the package functions it uses instead of copies: lamb_optax.accelerators (the slice
-table), lamb_optax.train.config's load and lamb_optax.sharding's data_parallel_size."""
+"""scripts/tpu_pod.py: the gcloud commands each subcommand prints (lamb_optax.tpu.pod), the
+checks that refuse bad input before any gcloud call (lamb_optax.tpu.pod_checks), and the remote
+shell snippets executed for real in a fake $HOME. Also the package functions it uses instead of
+copies: lamb_optax.accelerators (the slice table), lamb_optax.train.config's load and
+lamb_optax.sharding's data_parallel_size."""
 
 import importlib.util
 import os
@@ -16,12 +17,16 @@ import pytest
 
 from lamb_optax import accelerators
 from lamb_optax import sharding
+from lamb_optax.tpu import pod
+from lamb_optax.tpu import pod_checks
 from lamb_optax.train import config as config_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("tpu_pod", ROOT / "scripts" / "tpu_pod.py")
 tpu_pod = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(tpu_pod)
+# The compile check itself, before the fixture below records calls in its place.
+_compile_check = pod_checks.compile_check
 
 WHERE = ["--zone=us-central2-b", "--project=my-proj"]
 DATA = ["--config.data.source=gs://b/bert_data_128", "--config.data.vocab_file=gs://b/vocab.txt"]
@@ -38,7 +43,7 @@ def compile_checks(monkeypatch):
   """Tests here are about gcloud command lines: the compile check (minutes of XLA) is recorded,
   not run; tests/tpu/test_compile_for.py compiles for real."""
   calls = []
-  monkeypatch.setattr(tpu_pod, "compile_check",
+  monkeypatch.setattr(pod_checks, "compile_check",
                       lambda config_arg, slice_, overrides=(): calls.append(
                           (config_arg, slice_.accelerator_type, list(overrides))))
   return calls
@@ -342,11 +347,11 @@ def test_remote_run_status_stop_scripts(tmp_path):
   (fake / "python3").chmod(0o755)
   path = f"{fake}{os.pathsep}/usr/bin{os.pathsep}/bin"
   where = ("z", "p")
-  (run,) = tpu_pod.run_commands("b", *where, "configs/tiny.py", "gs://b/w",
-                                ["--config.data.source=it's $HOME"], ["FOO=1"])
-  (status,) = tpu_pod.status_commands("b", *where)[1:]
-  (stop,) = tpu_pod.stop_commands("b", *where, grace_seconds=5)
-  (logs,) = tpu_pod.logs_commands("b", *where, lines=5)
+  (run,) = pod.run_commands("b", *where, "configs/tiny.py", "gs://b/w",
+                            ["--config.data.source=it's $HOME"], ["FOO=1"])
+  (status,) = pod.status_commands("b", *where)[1:]
+  (stop,) = pod.stop_commands("b", *where, grace_seconds=5)
+  (logs,) = pod.logs_commands("b", *where, lines=5)
 
   r = _bash(remote(run), home, path)
   assert r.returncode == 0 and "started pid" in r.stdout, r.stderr
@@ -377,7 +382,7 @@ def test_remote_run_status_stop_scripts(tmp_path):
 
 
 def test_remote_run_without_setup(tmp_path):
-  (run,) = tpu_pod.run_commands("b", "z", "p", "configs/tiny.py", "/tmp/w")
+  (run,) = pod.run_commands("b", "z", "p", "configs/tiny.py", "/tmp/w")
   r = _bash(remote(run), tmp_path, "/usr/bin:/bin")
   assert r.returncode == 1 and "run setup first" in r.stderr
 
@@ -452,16 +457,15 @@ def test_run_and_create_compile_for_the_slice_first(capsys, compile_checks):
 
 def test_compile_check_command_and_refusal(monkeypatch, capsys):
   slice_ = accelerators.parse_accelerator("v4-8")
-  argv = tpu_pod.compile_check_argv("configs/tiny.py", slice_, ["--config.micro_batch_size=8"])
+  argv = pod_checks.compile_check_argv("configs/tiny.py", slice_, ["--config.micro_batch_size=8"])
   assert argv[1:3] == ["-m", "lamb_optax.train"] and argv[3].endswith("configs/tiny.py")
   assert argv[4:] == ["--compile_for=v4-8", "--config.micro_batch_size=8"]
-  real = importlib.util.module_from_spec(_spec)
-  _spec.loader.exec_module(real)  # the unpatched module
   for rc, message in ((1, "does not fit v4-8"), (2, "compile check for v4-8 failed")):
-    monkeypatch.setattr(real.subprocess, "run", lambda *a, rc=rc, **k: subprocess.CompletedProcess(
-        a, rc, stdout="DOES NOT FIT: lower micro_batch_size", stderr=""))
-    with pytest.raises(real.UsageError, match=message):
-      real.compile_check("configs/tiny.py", slice_)
+    monkeypatch.setattr(pod_checks.subprocess, "run",
+                        lambda *a, rc=rc, **k: subprocess.CompletedProcess(
+                            a, rc, stdout="DOES NOT FIT: lower micro_batch_size", stderr=""))
+    with pytest.raises(pod.UsageError, match=message):
+      _compile_check("configs/tiny.py", slice_)
   assert "micro_batch_size" in capsys.readouterr().err
 
 
@@ -505,9 +509,9 @@ def _wait_for_file(path, timeout=30):
 ])
 def test_stop_reports_how_the_trainer_ended(tmp_path, body, code, says):
   home, path = _fake_trainer(tmp_path, body)
-  (run,) = tpu_pod.run_commands("b", "z", "p", "configs/tiny.py", "/tmp/w")
-  (stop,) = tpu_pod.stop_commands("b", "z", "p", grace_seconds=2)
-  (status,) = tpu_pod.status_commands("b", "z", "p")[1:]
+  (run,) = pod.run_commands("b", "z", "p", "configs/tiny.py", "/tmp/w")
+  (stop,) = pod.stop_commands("b", "z", "p", grace_seconds=2)
+  (status,) = pod.status_commands("b", "z", "p")[1:]
   r = _bash(remote(run), home, path)
   assert r.returncode == 0 and "started pid" in r.stdout, r.stderr
   pid = int((home / "lamb_optax_logs" / "train.pid").read_text())
@@ -530,8 +534,8 @@ def test_status_reports_a_failed_and_a_finished_trainer(tmp_path):
   for body, says in (("exit 1\n", "the trainer failed (exit status 1); see logs"),
                      ("exit 0\n", "the trainer finished (exit status 0)")):
     home, path = _fake_trainer(tmp_path / body.split()[1], body)
-    (run,) = tpu_pod.run_commands("b", "z", "p", "configs/tiny.py", "/tmp/w")
-    (status,) = tpu_pod.status_commands("b", "z", "p")[1:]
+    (run,) = pod.run_commands("b", "z", "p", "configs/tiny.py", "/tmp/w")
+    (status,) = pod.status_commands("b", "z", "p")[1:]
     assert _bash(remote(run), home, path).returncode == 0
     assert _wait_for_file(home / "lamb_optax_logs" / "train.exit")
     assert says in _bash(remote(status), home, path).stdout
@@ -555,8 +559,8 @@ def test_stop_preempts_a_real_trainer_and_run_resumes_it_bit_identically(
                   "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")]
   reference, workdir = str(tmp_path / "reference"), str(tmp_path / "run")
   trainer_runs.run(reference, {"micro_batch_size": 4}, pretraining_data_dir, devices=4)
-  (run,) = tpu_pod.run_commands("b", "z", "p", "configs/tiny.py", workdir, overrides, env)
-  (stop,) = tpu_pod.stop_commands("b", "z", "p", grace_seconds=120)
+  (run,) = pod.run_commands("b", "z", "p", "configs/tiny.py", workdir, overrides, env)
+  (stop,) = pod.stop_commands("b", "z", "p", grace_seconds=120)
   exit_file = home / "lamb_optax_logs" / "train.exit"
   assert _bash(remote(run), home, path).returncode == 0
   pid = int((home / "lamb_optax_logs" / "train.pid").read_text())

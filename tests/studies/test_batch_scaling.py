@@ -12,6 +12,7 @@ import pytest
 
 from lamb_optax import schedules
 from lamb_optax.studies import batch_scaling as scaling
+from lamb_optax.studies import batch_scaling_report as report
 from lamb_optax.train import config as config_lib
 from lamb_optax.train import plan as plan_lib
 
@@ -99,41 +100,41 @@ def test_summarize_mean_band_and_best_lr():
   rows = [_row("lamb", 64, 0, 1e-2, 6.0), _row("lamb", 64, 1, 1e-2, 7.0),
           _row("lamb", 64, 0, 2e-2, 5.0), _row("lamb", 64, 1, 2e-2, float("nan")),
           _row("adamw", 64, 0, 1e-3, 8.0)]
-  table = scaling.summarize(rows)
+  table = report.summarize(rows)
   assert [(r["optimizer"], r["batch_size"]) for r in table] == [("adamw", 64), ("lamb", 64)]
   lamb = table[1]
   assert lamb["learning_rate"] == 2e-2 and lamb["lrs_tried"] == 2
   assert (lamb["loss_mean"], lamb["loss_min"], lamb["loss_max"]) == (5.0, 5.0, 5.0)
   assert lamb["wall_s"] == 4.0
   rows[2]["eval_mlm_loss"] = 9.0
-  lamb = scaling.summarize(rows)[1]
+  lamb = report.summarize(rows)[1]
   assert lamb["learning_rate"] == 1e-2
   assert (lamb["loss_mean"], lamb["loss_min"], lamb["loss_max"]) == (6.5, 6.0, 7.0)
 
 
 def test_relative_to_smallest_batch():
-  table = scaling.summarize([_row("lamb", 64, 0, 1e-2, 4.0), _row("lamb", 16, 0, 1e-2, 5.0),
+  table = report.summarize([_row("lamb", 64, 0, 1e-2, 4.0), _row("lamb", 16, 0, 1e-2, 5.0),
                              _row("lamb", 256, 0, 1e-2, 6.0), _row("lars", 32, 0, 1e-1, 8.0),
                              _row("lars", 512, 0, 1e-1, 8.0), _row("lars", 16, 0, 1e-1, None)])
-  assert scaling.relative_to_smallest_batch(table) == {
+  assert report.relative_to_smallest_batch(table) == {
       "lamb": {16: 1.0, 64: 0.8, 256: 1.2}, "lars": {32: 1.0, 512: 1.0}}
   # unigram 7.0: lamb learned 2.0 beyond it at B=16, 3.0 at 64, 1.0 at 256.
-  kept = scaling.gain_kept([r for r in table if r["optimizer"] == "lamb"], {"loss": 7.0})
+  kept = report.gain_kept([r for r in table if r["optimizer"] == "lamb"], {"loss": 7.0})
   assert kept == {"lamb": {16: 1.0, 64: 1.5, 256: 0.5}}
   # lars sits exactly at an 8.0 baseline at its smallest batch: no gain to keep, so NaN.
-  kept = scaling.gain_kept(table, {"loss": 8.0})["lars"]
+  kept = report.gain_kept(table, {"loss": 8.0})["lars"]
   assert math.isnan(kept[32]) and math.isnan(kept[512])
 
 
 def test_csv_and_plot(tmp_path):
-  table = scaling.summarize([_row("lamb", b, s, 1e-2, 6.0 + s) for b in (8, 16) for s in (0, 1)])
-  scaling.write_csv(table, tmp_path / "r.csv")
-  scaling.plot(table, tmp_path / "r.png")
+  table = report.summarize([_row("lamb", b, s, 1e-2, 6.0 + s) for b in (8, 16) for s in (0, 1)])
+  report.write_csv(table, tmp_path / "r.csv")
+  report.plot(table, tmp_path / "r.png")
   assert (tmp_path / "r.csv").read_text().count("\n") == 3
-  md = scaling.markdown_table(table).splitlines()
+  md = report.markdown_table(table).splitlines()
   assert len(md) == 4
   assert md[2].startswith("| lamb | 8 | 1 | 0.01 | 2 (0) | 6.500 (6.000–7.000) | 1.000")
-  md = scaling.markdown_table(table, {"loss": 7.0, "accuracy": 0.05}).splitlines()
+  md = report.markdown_table(table, {"loss": 7.0, "accuracy": 0.05}).splitlines()
   assert md[3].startswith("| lamb | 16 | 1 | 0.01 | 2 (0) | 6.500 (6.000–7.000) | 1.000 | 100% |")
   assert md[4].startswith("| *unigram baseline* | | | | | 7.000 |")
   assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
@@ -280,26 +281,26 @@ def test_result_row_names_the_compared_metrics_by_task():
   assert (image["eval_loss"], image["eval_accuracy"]) == (0.5, 0.9)
   assert "eval_mlm_loss" not in image
   diverged = scaling.result_row(cell, {}, 1.0, "non-finite", task="image_classification")
-  assert diverged["eval_loss"] is None and scaling.row_loss(diverged) is None
-  assert [scaling.row_loss(r) for r in (bert, image)] == [6.0, 0.5]
-  assert [scaling.row_accuracy(r) for r in (bert, image)] == [0.1, 0.9]
+  assert diverged["eval_loss"] is None and report.row_loss(diverged) is None
+  assert [report.row_loss(r) for r in (bert, image)] == [6.0, 0.5]
+  assert [report.row_accuracy(r) for r in (bert, image)] == [0.1, 0.9]
 
 
 def test_variant_rows_summarise_per_model_and_optimizer(tmp_path):
   rows = [_image_row("lamb", b, seed, 1e-2, 0.1 * (b // 16) + seed, acc=0.9 - 0.01 * seed,
                      variant=v) for v in ("resnet", "vit") for b in (16, 64) for seed in (0, 1)]
   rows.append(_row("lamb", 16, 0, 1e-2, 9.0))  # a variant-less row is its own line
-  table = scaling.summarize(rows)
+  table = report.summarize(rows)
   assert [(r["optimizer"], r["batch_size"]) for r in table] == [
       ("lamb", 16), ("resnet/lamb", 16), ("resnet/lamb", 64), ("vit/lamb", 16), ("vit/lamb", 64)]
   assert table[2]["loss_mean"] == pytest.approx(0.9)  # (0.4 + 1.4) / 2
   assert (table[2]["acc_min"], table[2]["acc_max"]) == pytest.approx((0.89, 0.9))
-  md = scaling.markdown_table(table, eval_name="test").splitlines()
+  md = report.markdown_table(table, eval_name="test").splitlines()
   assert "final test loss" in md[0] and "test accuracy (min–max)" in md[0]
   assert "unigram" not in md[0]
   assert md[4] == ("| resnet/lamb | 64 | 1 | 0.01 | 2 (0) | 0.900 (0.400–1.400) | 1.500 "
                    "| 0.895 (0.890–0.900) |")
-  scaling.plot(table, tmp_path / "p.png", eval_name="test", accuracy=True)
+  report.plot(table, tmp_path / "p.png", eval_name="test", accuracy=True)
   assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -60,7 +60,7 @@ def run(params, batches, num_micro_batches, num_devices, *, objective=objective,
   return losses, state, stats
 
 
-def full_batch_reference(params, batches):
+def full_batch_reference(params, batches, objective=objective):
   """Plain full-batch gradient steps with the same optimizer, no accumulation, no mesh."""
   tx = lamb_optax.lamb(0.05)
   opt_state = tx.init(params)
@@ -139,3 +139,59 @@ def test_gradients_are_summed_across_devices_once_per_step_not_per_micro_batch()
   assert reduced[2] == reduced[4]  # the same all-reduces, however many micro-batches
   in_loop = {m: run(params, batches[:1], m, 8)[2].collectives["all-reduce"] for m in (2, 4)}
   assert in_loop[4]["count"] > in_loop[2]["count"] > reduced[2]["count"]  # XLA's own placement
+
+
+def stacked_objective(last_layer):
+  """:func:`objective` through BERT's parameter accesses: a scan indexing a stacked kernel,
+  then its last layer taken by ``last_layer`` (BERT's ``index_in_dim``, or ``x[-1]``: a static
+  slice without strides, whose transpose jax 0.10.2 cannot add into a ref)."""
+
+  def fun(params, batch, rng, normalizers):
+    del rng
+    stacked = params["stacked"]
+    layer = lambda h, i: (jnp.tanh(h @ jax.lax.dynamic_index_in_dim(stacked, i, keepdims=False)),
+                          None)
+    hidden, _ = jax.lax.scan(layer, batch["x"], jnp.arange(stacked.shape[0] - 1))
+    pred = jnp.tanh(hidden @ last_layer(stacked) @ params["dense"]["kernel"])
+    per_example = batch["w"] * jnp.sum((pred - batch["y"]) ** 2, axis=-1)
+    return jnp.sum(per_example) / normalizers["weight"], {
+        "weight": jnp.sum(batch["w"]), "examples": jnp.asarray(batch["w"].shape[0], jnp.float32)}
+
+  return fun
+
+
+_LAST_LAYER = {"index_in_dim": lambda a: jax.lax.index_in_dim(a, -1, keepdims=False),
+               "static_slice": lambda a: a[-1]}
+
+
+@pytest.mark.parametrize("last_layer", sorted(_LAST_LAYER))
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_accumulating_into_one_buffer_matches_one_full_batch_step(dtype, last_layer, monkeypatch):
+  """float32 params: each micro-batch's backward pass adds into one float32 accumulator (the
+  stacked kernel's layers in place); other dtypes, and models whose transposes cannot add into
+  a ref, sum the returned gradients in float32. Every way gives the full batch's step."""
+  params, batches = make_problem()
+  stacked = np.random.default_rng(1).normal(size=(3, 5, 5)) * 0.4
+  params = jax.tree.map(lambda x: x.astype(dtype), {**params, "stacked": jnp.asarray(stacked)})
+  assert step_lib._accumulates_in_place(params) == (dtype == "float32")
+  in_place = []
+  accumulate_into_refs = step_lib._accumulate_into_refs
+
+  def spy(*args):
+    result = accumulate_into_refs(*args)
+    in_place.append(True)
+    return result
+
+  monkeypatch.setattr(step_lib, "_accumulate_into_refs", spy)
+  objective_fn = stacked_objective(_LAST_LAYER[last_layer])
+  expected_losses, expected_params = full_batch_reference(params, batches, objective_fn)
+  tolerance = {"float32": 1e-5, "bfloat16": 2e-2}[dtype]
+  for num_micro_batches, num_devices, data_axis in ((4, 1, None), (2, 8, "data")):
+    losses, state, _ = run(params, batches, num_micro_batches, num_devices,
+                           objective=objective_fn, data_axis=data_axis)
+    np.testing.assert_allclose(losses, expected_losses, rtol=tolerance)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(
+        np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=tolerance, atol=tolerance),
+        state.params, expected_params)
+  # The in-place path ran where it can (float32, index_in_dim), and only there.
+  assert bool(in_place) == (dtype == "float32" and last_layer == "index_in_dim")
