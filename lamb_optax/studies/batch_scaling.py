@@ -3,9 +3,11 @@
 Used by ``scripts/batch_scaling_study.py`` and ``colab/batch_scaling.ipynb``:
 
 * :func:`plan_cells` turns a study config (``configs/scaling_tiny.py``, BERT;
-  ``configs/scaling_digits.py``, images) into a list of :class:`Cell` — one ([variant,]
-  optimizer, batch, seed, learning rate) run each, at a fixed number of training examples, so
-  ``num_train_steps = examples_budget // batch``;
+  ``configs/scaling_digits.py`` and ``scaling_digits_vit.py``, images) into a list of
+  :class:`Cell` — one ([variant,] optimizer, batch, seed, learning rate) run each, at a fixed
+  number of training examples, so ``num_train_steps = examples_budget // batch``; the rates
+  follow ``study.lr_rule``: ``"sqrt"`` (one base rate scaled by the square root of the batch),
+  ``"sweep"`` (factors around it) or ``"table"`` (a rate per batch, e.g. a sweep's bests);
 * :func:`cell_config` derives the trainer config of one cell from the study's base config, for
   any task: ``study.variants`` (e.g. a ResNet and a ViT) and ``study.optimizer_overrides`` are
   partial trainer configs merged into the base before the cell's own settings;
@@ -105,6 +107,22 @@ def base_learning_rate(study: ml_collections.ConfigDict, variant: str, optimizer
   return rates[optimizer]
 
 
+def tabled_learning_rate(study: ml_collections.ConfigDict, variant: str, optimizer: str,
+                        batch: int) -> float:
+  """The rate ``study.learning_rates[variant][optimizer]`` gives ``batch`` (``lr_rule="table"``):
+  a sequence of ``(batch, rate)`` pairs per optimizer, e.g. each batch's best from a sweep."""
+  table = study.get("learning_rates") or {}
+  where = "study.learning_rates"
+  if variant:
+    table, where = table.get(variant) or {}, f"{where}.{variant}"
+  rates = {int(b): float(lr) for b, lr in (table.get(optimizer) or ())}
+  if batch not in rates:
+    raise ValueError(f"{where}.{optimizer} has no rate for batch {batch} (it has "
+                     f"{sorted(rates) or 'none'}); lr_rule='table' needs a (batch, rate) pair "
+                     "for every study.batch_sizes entry.")
+  return rates[batch]
+
+
 def plan_cells(config: ml_collections.ConfigDict) -> list[Cell]:
   """Every cell of the study, in run order (small batches first, then variant, optimizer, seed,
   lr)."""
@@ -118,14 +136,15 @@ def plan_cells(config: ml_collections.ConfigDict) -> list[Cell]:
     warmup = warmup_steps(s.warmup_rule, s.warmup_fraction, batch, steps)
     for variant in variants(s):
       for opt in s.optimizers:
-        centre = schedules.sqrt_scaled_learning_rate(base_learning_rate(s, variant, opt),
-                                                     s.base_batch_size, batch)
-        if s.lr_rule == "sqrt":
-          lrs = [centre]
-        elif s.lr_rule == "sweep":
-          lrs = [centre * f for f in s.sweep_factors]
+        if s.lr_rule == "table":
+          lrs = [tabled_learning_rate(s, variant, opt, batch)]
+        elif s.lr_rule in ("sqrt", "sweep"):
+          centre = schedules.sqrt_scaled_learning_rate(base_learning_rate(s, variant, opt),
+                                                       s.base_batch_size, batch)
+          lrs = [centre] if s.lr_rule == "sqrt" else [centre * f for f in s.sweep_factors]
         else:
-          raise ValueError(f"study.lr_rule must be 'sqrt' or 'sweep', got {s.lr_rule!r}.")
+          raise ValueError(f"study.lr_rule must be 'sqrt', 'sweep' or 'table', got "
+                           f"{s.lr_rule!r}.")
         cells += [Cell(opt, batch, seed, float(lr), steps, warmup, micro, s.eval_batch_size,
                        eval_batches, variant) for seed in s.seeds for lr in lrs]
   names = [c.name for c in cells]

@@ -15,7 +15,8 @@ iterations back:
   computation runs (a fusion as one), except that a slice (``slice``, ``dynamic-slice``, the
   async ``slice-start``) reads only its slice and a ``dynamic-update-slice`` writes only its
   update, in place (also inside fusions): a scan step touches one layer of its stacks. An async
-  copy counts at its start, once. Only arrays in HBM count (layouts without a memory space
+  copy counts at its start, once; an ``AllocateBuffer`` custom-call (a reservation) counts
+  nothing. Only arrays in HBM count (layouts without a memory space
   ``S(n)``, n > 0): XLA:TPU stages arrays in on-chip memory (v4's CMEM, VMEM) with async copies,
   and reads and writes of the staged copies are no HBM traffic; ``bytes_all_spaces`` counts
   them too. It also counts the collectives (count and result bytes).
@@ -251,7 +252,7 @@ def _traffic(inst: _Instruction, shapes: dict[str, str],
   With ``hbm``, only arrays in HBM count: XLA:TPU's memory-space assignment stages operands in
   on-chip memory (layouts ``S(n)``, n > 0) with async copies, which read HBM once; what then
   reads or writes the staged copy moves no HBM bytes."""
-  if inst.opcode in _NO_TRAFFIC:
+  if inst.opcode in _NO_TRAFFIC or _allocates_only(inst):
     return 0.0
   if inst.opcode in ("copy-start", "slice-start") and inst.shape.startswith("("):
     # An async copy's tuple is (destination, source, context), an async slice's ((source),
@@ -277,6 +278,12 @@ def _traffic(inst: _Instruction, shapes: dict[str, str],
     elif not (k == 0 and inst.opcode == "dynamic-update-slice"):
       read += full
   return read + _written(inst, shapes, computations, hbm)
+
+
+def _allocates_only(inst: _Instruction) -> bool:
+  """XLA:TPU's ``AllocateBuffer`` custom-call reserves a buffer (e.g. the stacks a layer loop
+  saves activations into) and moves no data: its result is not a write."""
+  return inst.opcode == "custom-call" and 'custom_call_target="AllocateBuffer"' in inst.rest
 
 
 def _written(inst: _Instruction, shapes: dict[str, str],

@@ -9,6 +9,8 @@ Running the same command again resumes from the last checkpoint in ``--workdir``
 ``--compile_for=v4-1024 [--compile_report=R.json]`` compiles the train step for that Cloud TPU
 slice on this machine (no TPU, no data, no ``--workdir``) and says whether it fits
 (``lamb_optax/tpu/compile_for.py``); it exits 0 when it fits, 1 when not, 2 on bad input.
+``--compile_sweep=8:none,16:dots,32:full`` with it compiles each (micro-batch per device, remat)
+pair and prints the fastest that fits (``lamb_optax/tpu/compile_sweep.py``).
 
 SIGTERM (preemption) and SIGINT (Ctrl-C) save the last finished step and exit with status 143
 and 130 (lamb_optax/train/preemption.py); running the same command resumes.
@@ -44,14 +46,24 @@ _COMPILE_FOR = flags.DEFINE_string(
     "v5litepod-256) on this machine instead of training, and report whether it fits.")
 _COMPILE_REPORT = flags.DEFINE_string(
     "compile_report", None, "With --compile_for: write the report here as JSON.")
+_COMPILE_SWEEP = flags.DEFINE_string(
+    "compile_sweep", None, "With --compile_for: compile each MICRO:REMAT pair (e.g. "
+    "8:none,16:dots,32:full; micro-batch per device, model.remat) and print the fastest that "
+    "fits, by the roofline estimate.")
 flags.mark_flags_as_required(["config"])
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
+  if _COMPILE_SWEEP.value and not _COMPILE_FOR.value:
+    raise app.UsageError("--compile_sweep needs --compile_for=SLICE (e.g. --compile_for=v4-128).")
   if _COMPILE_FOR.value:
     from lamb_optax.tpu import compile_for  # pylint: disable=g-import-not-at-top
+    from lamb_optax.tpu import compile_sweep  # pylint: disable=g-import-not-at-top
+    if _COMPILE_SWEEP.value:
+      sys.exit(compile_sweep.main(_CONFIG.value, _COMPILE_FOR.value, _COMPILE_SWEEP.value,
+                                  _COMPILE_REPORT.value))
     sys.exit(compile_for.main(_CONFIG.value, _COMPILE_FOR.value, _COMPILE_REPORT.value))
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required (except with --compile_for).")

@@ -32,6 +32,14 @@ WHERE = ["--zone=us-central2-b", "--project=my-proj"]
 DATA = ["--config.data.source=gs://b/bert_data_128", "--config.data.vocab_file=gs://b/vocab.txt"]
 
 
+def _kill_quietly(pid: int) -> None:
+  """SIGKILL a trainer a test started, which may have exited already."""
+  try:
+    os.kill(pid, 9)
+  except ProcessLookupError:
+    pass
+
+
 @pytest.fixture(autouse=True)
 def _no_gcloud_defaults(monkeypatch):
   monkeypatch.delenv("CLOUDSDK_CORE_PROJECT", raising=False)
@@ -373,10 +381,7 @@ def test_remote_run_status_stop_scripts(tmp_path):
     r = _bash(remote(stop), home, path)
     assert f"stopped pid {pid}" in r.stdout, r
   finally:
-    try:
-      os.kill(pid, 9)
-    except ProcessLookupError:
-      pass
+    _kill_quietly(pid)
   assert "no trainer running" in _bash(remote(status), home, path).stdout
   assert "no trainer running" in _bash(remote(stop), home, path).stdout
 
@@ -519,10 +524,7 @@ def test_stop_reports_how_the_trainer_ended(tmp_path, body, code, says):
     time.sleep(0.5)  # the trap is set
     r = _bash(remote(stop), home, path)
   finally:
-    try:
-      os.kill(pid, 9)
-    except ProcessLookupError:
-      pass
+    _kill_quietly(pid)
   for text in says:
     assert text in r.stdout, r.stdout
   if code is not None:
@@ -573,10 +575,7 @@ def test_stop_preempts_a_real_trainer_and_run_resumes_it_bit_identically(
     assert not exit_file.exists(), (home / "lamb_optax_logs" / "train.log").read_text()[-3000:]
     r = _bash(remote(stop), home, path)
   finally:
-    try:
-      os.kill(pid, 9)
-    except ProcessLookupError:
-      pass
+    _kill_quietly(pid)
   assert "preempted, resumable" in r.stdout, r.stdout
   saved = max(int(n) for n in os.listdir(os.path.join(workdir, "checkpoints")) if n.isdigit())
   assert saved == max(trainer_runs.losses(workdir)) and saved < 8

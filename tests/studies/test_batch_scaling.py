@@ -248,6 +248,24 @@ def test_digits_cell_configs_are_valid_image_trainer_configs():
   assert config.base.to_dict() == base  # overrides never leak into the base
 
 
+def test_per_batch_study_takes_each_batchs_rate_from_its_table():
+  config = _study("scaling_digits_vit")
+  s = config.study
+  cells = scaling.plan_cells(config)
+  assert len(cells) == len(s.optimizers) * len(s.batch_sizes) * len(s.seeds)
+  assert {"lamb", "lars", "adamw"} <= set(s.optimizers) and {c.variant for c in cells} == {"vit"}
+  assert min(c.num_train_steps for c in cells) >= 150  # the largest batch still trains
+  for c in cells:
+    assert c.learning_rate == dict(s.learning_rates.vit[c.optimizer])[c.batch_size]
+    assert c.num_train_steps == s.examples_budget // c.batch_size
+  s.batch_sizes = (*s.batch_sizes, 2 * max(s.batch_sizes))
+  with pytest.raises(ValueError, match=r"learning_rates.vit.lamb has no rate for batch"):
+    scaling.plan_cells(config)
+  s.lr_rule = "best"
+  with pytest.raises(ValueError, match="'sqrt', 'sweep' or 'table'"):
+    scaling.plan_cells(config)
+
+
 def test_a_variant_cell_needs_its_study():
   config = _study("scaling_digits")
   cell = scaling.plan_cells(config)[0]

@@ -1,6 +1,7 @@
 """Compiling the trainer's step for Cloud TPU slices on a machine without a TPU (libtpu's
 topologies): each generation's smallest slice, the FLOP count against the task's, memory growing
-with the micro-batch, a config that cannot fit, and bad input refused before any compile.
+with the micro-batch, a config that cannot fit, bad input refused before any compile, and the
+(micro-batch, remat) sweep that picks the fastest fitting pair.
 
 A shrunk tiny BERT (sequence 32, no dropout: XLA:TPU spends minutes compiling dropout's random
 bits) keeps each compile to about a minute on a loaded 2-core machine. Tests that compile skip
@@ -18,6 +19,7 @@ import pytest
 
 from lamb_optax import accelerators
 from lamb_optax.tpu import compile_for
+from lamb_optax.tpu import compile_sweep
 from lamb_optax.train import config as config_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -165,3 +167,67 @@ def test_markdown_table_has_a_row_per_report():
   assert ("| ok | v4-8 (4) | 8 x 2 | 3.00 GiB of 32.00 GiB | yes | 2.00 | 50 | "
           "all-reduce 3x 1.00 GiB | 0.250 s (hbm) | 40% | 12 s |") == table[2]
   assert "| **no** |" in table[3]
+
+
+# --- --compile_sweep: one compile per (micro-batch, remat) pair, the fastest that fits. ---
+@pytest.mark.parametrize("text, problem", [
+    ("", "is empty"), ("8:fast", "remat must be one of"), ("x:none", "positive integer"),
+    ("0:full", "positive integer"), ("8:full,8:full", "repeats a pair")])
+def test_bad_pairs_are_refused_with_the_fix(text, problem):
+  with pytest.raises(compile_for.CompileForError, match=problem):
+    compile_sweep.parse_pairs(text)
+
+
+def test_pair_config_changes_a_copy_only():
+  config = small_config(micro_batch_size=8)
+  changed = compile_sweep.pair_config(config, compile_sweep.Pair(4, "full"))
+  assert (changed.micro_batch_size, changed.model.remat) == (4, "full")
+  assert (config.micro_batch_size, config.model.remat) == (8, "none")
+  kept = compile_sweep.pair_config(config, compile_sweep.Pair(16))
+  assert kept.model.remat == "none"
+
+
+def _row(fits, seconds):
+  return {"fits": fits, "estimated_step_seconds": seconds}
+
+
+def test_fastest_is_the_quickest_pair_that_fits():
+  results = {"a": _row(True, 0.30), "b": _row(False, 0.10), "c": _row(True, 0.20),
+             "d": {"refused": "not divisible", "flags": ""}}
+  assert compile_sweep.fastest(results) == "c"  # b is quicker but does not fit
+  assert compile_sweep.fastest({"b": _row(False, 0.1)}) is None
+
+
+def test_bad_input_exits_2_before_compiling(tmp_path, capsys):
+  report = tmp_path / "sweep.json"
+  report.write_text("kept")
+  assert compile_sweep.main(small_config(), "v5litepod-4", "8:none", str(report)) == 2
+  assert report.read_text() == "kept"
+  assert compile_sweep.main(small_config(), "v5litepod-4", "8:sometimes") == 2
+  assert compile_sweep.main(small_config(), "v9-8", "8:none") == 2
+  assert "error" in capsys.readouterr().out
+
+
+@needs_libtpu
+def test_sweep_compiles_each_pair_and_names_the_fastest(tmp_path, capsys):
+  """Two pairs compile; a micro-batch that does not divide the batch is a refused row."""
+  report = tmp_path / "sweep.json"
+  code = compile_sweep.main(small_config(global_batch_size=64), "v5litepod-4",
+                            "4:full,16:none,7:none", str(report))
+  assert code == 0
+  out = capsys.readouterr().out
+  saved = json.loads(report.read_text())
+  pairs = saved["pairs"]
+  assert set(pairs) == {"micro 4, remat full", "micro 16, remat none", "micro 7, remat none"}
+  assert "not divisible" in pairs["micro 7, remat none"]["refused"]
+  compiled = {name: r for name, r in pairs.items() if "refused" not in r}
+  assert {r["micro_batch_size"] for r in compiled.values()} == {4, 16}
+  assert all(r["fits"] and r["estimated_step_seconds"] > 0 for r in compiled.values())
+  # full remat recomputes the forward pass: more FLOPs than saving everything
+  assert (pairs["micro 4, remat full"]["flops_per_step"]
+          > pairs["micro 16, remat none"]["flops_per_step"])
+  best = min(compiled, key=lambda n: compiled[n]["estimated_step_seconds"])
+  assert saved["fastest"] == best
+  assert f"FASTEST THAT FITS (v5litepod-4): {best}" in out
+  assert compiled[best]["flags"] in out
+  assert "micro 7, remat none: refused" in out and out.count("| micro ") == 2

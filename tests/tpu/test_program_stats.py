@@ -95,6 +95,25 @@ ENTRY %main (a: f32[64,128], b: f32[64,128]) -> f32[64,128] {
   assert stats.bytes_all_spaces == 3 * 64 * 128 * 4
 
 
+def test_allocate_buffer_reserves_and_moves_nothing():
+  """XLA:TPU reserves the stacks a layer loop saves activations into with an AllocateBuffer
+  custom-call (no operands, no data moved); the dynamic-update-slice into it writes its row."""
+  text = """
+HloModule m
+ENTRY %main (x: f32[1,512]) -> f32[24,512] {
+  %x = f32[1,512]{1,0} parameter(0)
+  %buf = f32[24,512]{1,0} custom-call(), custom_call_target="AllocateBuffer", backend_config={}
+  %z = s32[] constant(0)
+  ROOT %dus = f32[24,512]{1,0} dynamic-update-slice(%buf, %x, %z, %z)
+}
+"""
+  row = 512 * 4
+  stats = program_stats.analyse(text)
+  assert stats.bytes == row + 8 + row  # reads x and two indices, writes one row; no reservation
+  other = text.replace('custom_call_target="AllocateBuffer"', 'custom_call_target="Sharding"')
+  assert program_stats.analyse(other).bytes == stats.bytes + 24 * row  # a real op writes
+
+
 def test_matmul_flops_of_a_kernel_count_its_grid_and_one_branch():
   """A Pallas kernel's body has one block's shapes; ``platform_dependent`` holds two branches."""
   from jax.experimental import pallas as pl

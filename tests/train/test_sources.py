@@ -60,6 +60,13 @@ def _cut_back_to_step_2(workdir):
       shutil.rmtree(os.path.join(workdir, "checkpoints", step))
 
 
+def _interrupted_copy(reference, workdir):
+  """A copy of the finished ``reference`` run as if it had been killed after step 2."""
+  shutil.copytree(reference, workdir, ignore=shutil.ignore_patterns("run.lock"))
+  _cut_back_to_step_2(workdir)
+  return workdir
+
+
 @pytest.fixture(scope="module")
 def finetuned(tmp_path_factory):
   """A source, and an uninterrupted fine-tuning run from it."""
@@ -85,9 +92,7 @@ def test_the_run_records_what_it_needs_from_its_source(finetuned):
 @pytest.mark.slow  # a trainer run in this process, ~25 s on 2 cores
 def test_resume_and_scoring_do_not_need_the_source(finetuned, tmp_path):
   source, reference = finetuned
-  workdir = str(tmp_path / "run")
-  shutil.copytree(reference, workdir, ignore=shutil.ignore_patterns("run.lock"))
-  _cut_back_to_step_2(workdir)
+  workdir = _interrupted_copy(reference, str(tmp_path / "run"))
   moved = str(tmp_path / "moved")
   shutil.move(source, moved)
   try:
@@ -107,9 +112,7 @@ def test_resume_and_scoring_do_not_need_the_source(finetuned, tmp_path):
 @pytest.mark.slow  # a trainer run in this process, ~25 s on 2 cores
 def test_a_changed_source_is_refused_on_resume(finetuned, tmp_path):
   source, reference = finetuned
-  workdir = str(tmp_path / "run")
-  shutil.copytree(reference, workdir, ignore=shutil.ignore_patterns("run.lock"))
-  _cut_back_to_step_2(workdir)
+  workdir = _interrupted_copy(reference, str(tmp_path / "run"))
   aside = str(tmp_path / "aside")
   shutil.move(source, aside)
   try:
