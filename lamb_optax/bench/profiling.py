@@ -39,8 +39,12 @@ import re
 from collections.abc import Callable, Mapping
 
 # Trace events that are not kernels: executors, thread pools, Python frames.
+# Runtime events, not kernels. "Rendezvous" and its "Wait: pending_threads=k/n" are a
+# collective's wait for the other devices' threads, nested inside the collective's own event
+# (e.g. "all-reduce"), which already counts that time: counting them too charged the wait twice.
 _NOT_KERNELS = (
-    "ThunkExecutor", "SlinkyThreadPool", "$", "PjitFunction", "PjRt", "Xla", "CommonPjRt")
+    "ThunkExecutor", "SlinkyThreadPool", "$", "PjitFunction", "PjRt", "Xla", "CommonPjRt",
+    "Rendezvous", "Wait: ")
 # Control flow: their events span their bodies' kernels, which are counted themselves.
 _CONTAINERS = ("while", "conditional", "call")
 

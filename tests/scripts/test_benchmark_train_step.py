@@ -58,3 +58,22 @@ def test_earlier_results_are_kept_and_refused_before_timing(tmp_path):
   run = _run("--profile", str(tmp_path / "trace"))
   assert run.returncode != 0 and "already holds a profile" in run.stderr
   assert (tmp_path / "trace" / "train_step.hlo.txt").read_text() == "an earlier profile"
+
+
+def test_kernel_time_counts_a_collectives_wait_once(tmp_path):
+  """A CPU all-reduce's trace event spans its Rendezvous and the waits inside it: only the
+  kernels count, each once (runtime events such as ThunkExecutor are not kernels)."""
+  import gzip  # pylint: disable=g-import-not-at-top
+
+  from lamb_optax.bench import profiling  # pylint: disable=g-import-not-at-top
+  def event(name, ts, dur):
+    return {"ph": "X", "name": name, "ts": ts, "dur": dur, "pid": 1, "tid": 1}
+  events = [event("ThunkExecutor::Execute", 0, 300), event("all-reduce.3", 10, 100),
+            event("Rendezvous", 15, 80), event("Wait: pending_threads=1/8", 20, 70),
+            event("fusion.1", 150, 50)]
+  path = tmp_path / "plugins" / "profile" / "run"
+  path.mkdir(parents=True)
+  with gzip.open(path / "perfetto_trace.json.gz", "wt") as f:
+    json.dump({"traceEvents": events}, f)
+  assert profiling.kernel_seconds(str(tmp_path)) == {"all-reduce.3": (1e-4, 1),
+                                                     "fusion.1": (5e-5, 1)}
