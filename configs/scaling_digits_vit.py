@@ -34,20 +34,16 @@ runs 25 min (20 s to 2 min each).
     --workdir=/tmp/digits_vit_study
 """
 
-import importlib.util
 import os
 
 import ml_collections
 
+from lamb_optax.train.config import load
+
 
 def _scaling_digits_config() -> ml_collections.ConfigDict:
-  """configs/scaling_digits.py's config, the base this study narrows (loaded by path, as the
-  config flag loads configs: configs/ is not a package)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scaling_digits.py")
-  spec = importlib.util.spec_from_file_location("scaling_digits", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  """configs/scaling_digits.py's config, the base this study narrows."""
+  return load(os.path.join(os.path.dirname(os.path.abspath(__file__)), "scaling_digits.py"))
 
 
 def get_config():

@@ -81,6 +81,10 @@ def main() -> None:
     seen.add(text.lower())
     source = record.get("Source", name).split()[0]
     by_split[split_of(source)][section].append(text)
+  paths = {split: os.path.join(args.out_dir, f"{split}.csv") for split in CAPS}
+  existing = [p for p in paths.values() if os.path.exists(p)]
+  if existing:  # checked before anything is written: no split set is left half replaced
+    raise SystemExit(f"{', '.join(existing)} exist(s) and is kept; choose another --out_dir.")
   os.makedirs(args.out_dir, exist_ok=True)
   rng = random.Random(args.seed)
   for split, cap in CAPS.items():
@@ -90,10 +94,8 @@ def main() -> None:
       rng.shuffle(texts)
       rows += [(t, section) for t in texts[:cap]]
     rng.shuffle(rows)
-    path = os.path.join(args.out_dir, f"{split}.csv")
-    if os.path.exists(path):
-      raise SystemExit(f"{path} exists and is kept; choose another --out_dir.")
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    path = paths[split]
+    with open(path, "x", newline="", encoding="utf-8") as f:  # "x": never overwrite
       writer = csv.writer(f)
       writer.writerow(["text", "label"])
       writer.writerows(rows)

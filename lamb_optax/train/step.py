@@ -221,8 +221,8 @@ def make_train_step(
     trainable, model_state = split_params(state.params)
     if model_state is not None and update_model_state is None:
       raise ValueError(f"The params hold {MODEL_STATE!r} but no update_model_state was given.")
-    grad_fn = jax.value_and_grad(
-        lambda t, *args: objective(merge_params(t, model_state), *args), has_aux=True)
+    objective_of_trainable = lambda t, *args: objective(merge_params(t, model_state), *args)
+    grad_fn = jax.value_and_grad(objective_of_trainable, has_aux=True)
 
     def accumulate(trainable, batch, step_key, normalizers):
       """Sums of float32 gradients, loss and metric sums over the micro-batches of ``batch``."""
@@ -238,9 +238,8 @@ def make_train_step(
         return micro_step(0, jax.tree.map(lambda x: x[0], micro_batches))
       if _accumulates_in_place(trainable):
         try:
-          return _accumulate_into_refs(
-              lambda t, *args: objective(merge_params(t, model_state), *args), trainable,
-              micro_batches, step_key, normalizers, micro_batch_constraint)
+          return _accumulate_into_refs(objective_of_trainable, trainable, micro_batches,
+                                       step_key, normalizers, micro_batch_constraint)
         except TypeError:
           # Not every primitive's transpose accumulates into a ref yet (jax 0.10.2 fails on
           # ``x[-1]``, a static slice without strides): such a model gets the returned
